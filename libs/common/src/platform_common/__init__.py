@@ -1,0 +1,1 @@
+"""KSeF Hub platform glue shared by every service. Never imports a service."""

@@ -1,0 +1,79 @@
+"""The FastAPI application shared shape: lifespan, health endpoints, problem details, tracing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from platform_common.logging import configure_logging
+from platform_common.messaging.transport import InProcessBus
+from platform_common.problems import install_problem_handlers, problem_response
+from platform_common.runtime import ServiceDefinition, ServiceRuntime
+from platform_common.settings import ServiceSettings
+from platform_common.telemetry import Telemetry, setup_telemetry
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="Readiness: database and transport reachable", response_model=None)
+    async def readyz(request: Request) -> JSONResponse | dict[str, Any]:
+        runtime: ServiceRuntime = request.app.state.runtime
+        checks = await runtime.readiness() if runtime.started else {"runtime": "starting"}
+        if all(v == "ok" for v in checks.values()):
+            return {"status": "ready", "checks": checks}
+        return problem_response(503, detail="Not ready", code="not-ready", checks=checks)
+
+    return router
+
+
+def create_service_app(
+    definition: ServiceDefinition,
+    settings: ServiceSettings,
+    *,
+    bus: InProcessBus | None = None,
+    telemetry: Telemetry | None = None,
+    migrate_on_start: bool = False,
+) -> FastAPI:
+    telemetry = telemetry or setup_telemetry(definition.name, settings.telemetry)
+    runtime = ServiceRuntime(
+        definition, settings, bus=bus, telemetry=telemetry, migrate_on_start=migrate_on_start
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.telemetry.log_level, json=settings.telemetry.log_json)
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title=definition.name, version=definition.version, description=definition.description, lifespan=lifespan
+    )
+    app.state.runtime = runtime
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.include_router(health_router())
+    for router in definition.routers:
+        app.include_router(router)
+    if telemetry.enabled:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
+        )
+        SQLAlchemyInstrumentor().instrument(
+            engine=runtime.db.engine.sync_engine, tracer_provider=telemetry.tracer_provider
+        )
+    return app

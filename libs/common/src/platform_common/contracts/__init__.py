@@ -1,0 +1,34 @@
+"""Cross-service event contracts. The only place services share types.
+
+Adding an event: subclass ``EventContract`` with its type, version and topic and list it in ``CONTRACTS``.
+A breaking change is a new version (and, if old consumers must not see it, a new topic).
+"""
+
+from platform_common.contracts.invoices import (
+    InvoiceFetched,
+    InvoiceSent,
+    Party,
+    SendingMode,
+)
+from platform_common.contracts.months import ApprovedDocument, MonthApproved
+from platform_common.contracts.status import DocumentKind, StatusChanged
+from platform_common.messaging.envelope import EventContract
+
+CONTRACTS: dict[tuple[str, int], type[EventContract]] = {
+    (c.event_type, c.event_version): c for c in (InvoiceFetched, InvoiceSent, StatusChanged, MonthApproved)
+}
+
+TOPICS: tuple[str, ...] = tuple(sorted({c.topic for c in CONTRACTS.values()}))
+
+__all__ = [
+    "CONTRACTS",
+    "TOPICS",
+    "ApprovedDocument",
+    "DocumentKind",
+    "InvoiceFetched",
+    "InvoiceSent",
+    "MonthApproved",
+    "Party",
+    "SendingMode",
+    "StatusChanged",
+]

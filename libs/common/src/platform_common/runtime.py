@@ -1,0 +1,106 @@
+"""What every service runs besides its API: database, transport, outbox relay and consumers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter
+from sqlalchemy import MetaData
+
+from platform_common.contracts import TOPICS
+from platform_common.db import Database
+from platform_common.messaging.dispatch import Dispatcher, Subscription
+from platform_common.messaging.outbox import Outbox, OutboxRelay
+from platform_common.messaging.tables import MessagingTables
+from platform_common.messaging.transport import InProcessBus, InProcessTransport, KafkaTransport, Transport
+from platform_common.migrations import upgrade_async
+from platform_common.settings import ServiceSettings
+from platform_common.telemetry import Telemetry, disabled_telemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """Static description of a service, given to ``create_service_app`` by its ``main.create_app``."""
+
+    name: str
+    schema: str
+    metadata: MetaData
+    tables: MessagingTables
+    migrations: str
+    routers: Sequence[APIRouter] = ()
+    subscriptions: Callable[[ServiceRuntime], Sequence[Subscription]] = field(default=lambda _rt: ())
+    version: str = "0.1.0"
+    description: str = ""
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        definition: ServiceDefinition,
+        settings: ServiceSettings,
+        *,
+        bus: InProcessBus | None = None,
+        telemetry: Telemetry | None = None,
+        migrate_on_start: bool = False,
+    ) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.telemetry = telemetry or disabled_telemetry()
+        self.db = Database(settings.db, definition.schema)
+        self.outbox = Outbox(definition.tables, producer=definition.name)
+        self.transport: Transport
+        if settings.messaging.transport == "inprocess":
+            self.transport = InProcessTransport(bus or InProcessBus())
+        else:
+            self.transport = KafkaTransport(settings.kafka, client_id=definition.name, topics=TOPICS)
+        tracer = self.telemetry.tracer(f"ksef_hub.{definition.name}")
+        self.dispatcher = Dispatcher(
+            group=definition.name, db=self.db, tables=definition.tables, settings=settings.messaging, tracer=tracer
+        )
+        self.relay = OutboxRelay(
+            self.db, definition.tables, self.transport, settings.messaging, name=definition.name, tracer=tracer
+        )
+        self.outbox.on_commit_wake(self.relay.wake_event)
+        self._migrate_on_start = migrate_on_start
+        self.started = False
+
+    async def start(self) -> None:
+        if self._migrate_on_start:
+            await upgrade_async(
+                self.definition.migrations, self.settings.db.url.get_secret_value(), self.definition.schema
+            )
+        for subscription in self.definition.subscriptions(self):
+            self.dispatcher.subscribe(subscription)
+        self.transport.add_dispatcher(self.dispatcher)
+        await self.transport.start()
+        await self.relay.start()
+        self.started = True
+        log.info("%s started (transport=%s)", self.definition.name, self.settings.messaging.transport)
+
+    async def stop(self) -> None:
+        # Relay first: nothing may be published into a transport that is shutting down.
+        await self.relay.stop()
+        await self.transport.stop()
+        await self.db.dispose()
+        self.telemetry.shutdown()
+        self.started = False
+
+    async def readiness(self) -> dict[str, str]:
+        """Each check's result; the service is ready when all are "ok"."""
+        checks: dict[str, str] = {}
+        try:
+            await self.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            await self.transport.check_ready()
+            checks["transport"] = "ok"
+        except Exception as exc:
+            checks["transport"] = f"unreachable: {type(exc).__name__}"
+        checks["outbox_relay"] = "ok" if self.relay.running else "stopped"
+        return checks

@@ -1,0 +1,92 @@
+"""Settings sections shared by every service.
+
+Sections are plain ``BaseModel``s nested in one ``BaseSettings`` root per service (pydantic-settings
+issue #279: nested ``BaseSettings`` do not inherit the root's prefix). A service declares
+``model_config = service_config("AUTH_")`` and gets variables like ``AUTH_DB__URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseModel):
+    # SQLite (aiosqlite) for the embedded mode, PostgreSQL (asyncpg) in production.
+    url: SecretStr = SecretStr("sqlite+aiosqlite:///./.data/service.db")
+    echo: bool = False
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+    pool_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_secret_value().startswith("sqlite")
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str | None = None
+    request_timeout_ms: int = Field(default=15_000, ge=1_000)
+    # Topics are created on start-up when missing (and with their dead-letter twin), so a fresh cluster works.
+    create_topics: bool = True
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    # Consumers of a group that starts for the first time read from the beginning: nothing published before
+    # the first deployment of a consumer is skipped.
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+
+
+class MessagingSettings(BaseModel):
+    transport: Literal["kafka", "inprocess"] = "kafka"
+    # A failing handler is retried this many times in total before its event is dead-lettered.
+    max_attempts: int = Field(default=5, ge=1)
+    retry_initial_backoff_s: float = Field(default=0.2, ge=0)
+    retry_max_backoff_s: float = Field(default=10.0, ge=0)
+    relay_batch_size: int = Field(default=200, ge=1)
+    relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    # Published outbox rows are kept this long for audits and then purged by the relay.
+    outbox_retention_s: float = Field(default=7 * 24 * 3600, ge=0)
+
+
+class HttpClientSettings(BaseModel):
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)
+
+
+class TelemetrySettings(BaseModel):
+    # Off by default (and in tests). When on, the OTLP exporter reads the standard OTEL_* variables
+    # (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES ...).
+    enabled: bool = False
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+class ServiceSettings(BaseSettings):
+    """Base of every service's root settings; subclasses set ``model_config`` with their own prefix."""
+
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore")
+
+    db: DatabaseSettings = DatabaseSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    messaging: MessagingSettings = MessagingSettings()
+    http: HttpClientSettings = HttpClientSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path(".data")
+
+    @model_validator(mode="after")
+    def _refuse_sqlite_in_production(self) -> ServiceSettings:
+        if self.environment == "production" and self.db.is_sqlite:
+            raise ValueError("production needs PostgreSQL: set <PREFIX>DB__URL to a postgresql+asyncpg:// URL")
+        return self
+
+
+def service_config(env_prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=env_prefix, env_nested_delimiter="__", extra="ignore")

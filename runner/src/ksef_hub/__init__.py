@@ -1,0 +1,1 @@
+"""The embedded runner: the whole platform in one process (``make run``)."""

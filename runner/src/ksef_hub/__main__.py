@@ -1,0 +1,3 @@
+from ksef_hub.cli import main
+
+main()

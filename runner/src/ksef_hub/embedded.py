@@ -1,0 +1,101 @@
+"""Builds the embedded platform: every service mounted under its prefix of one FastAPI app.
+
+Mounted apps' lifespans do not run by themselves (fastapi#811, starlette#649), so the root lifespan enters
+each one through an ``AsyncExitStack``: services start in order and stop in reverse.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from approval_svc.main import create_app as create_approval
+from approval_svc.settings import ApprovalSettings
+from auth_svc.main import create_app as create_auth
+from auth_svc.settings import AuthSettings
+from buffer_svc.main import create_app as create_buffer
+from buffer_svc.settings import BufferSettings
+from fastapi import FastAPI, Request
+from ksef_gateway.main import create_app as create_gateway
+from ksef_gateway.settings import GatewaySettings
+from notify_svc.main import create_app as create_notify
+from notify_svc.settings import NotifySettings
+from pydantic import SecretStr
+
+from platform_common.logging import configure_logging
+from platform_common.messaging.transport import InProcessBus
+from platform_common.problems import install_problem_handlers
+from platform_common.settings import DatabaseSettings, MessagingSettings, ServiceSettings
+
+log = logging.getLogger("ksef_hub")
+
+
+@dataclass(frozen=True)
+class EmbeddedService:
+    prefix: str
+    name: str
+    settings_cls: type[ServiceSettings]
+    create_app: Callable[..., FastAPI]
+    db_file: str
+
+
+SERVICES: tuple[EmbeddedService, ...] = (
+    EmbeddedService("/auth", "auth-svc", AuthSettings, create_auth, "auth.db"),
+    EmbeddedService("/gateway", "ksef-gateway", GatewaySettings, create_gateway, "gateway.db"),
+    EmbeddedService("/buffer", "buffer-svc", BufferSettings, create_buffer, "buffer.db"),
+    EmbeddedService("/approval", "approval-svc", ApprovalSettings, create_approval, "approval.db"),
+    EmbeddedService("/notify", "notify-svc", NotifySettings, create_notify, "notify.db"),
+)
+
+
+def embedded_settings(service: EmbeddedService, data_dir: Path) -> ServiceSettings:
+    # Environment variables still apply to every other field (e.g. AUTH_TELEMETRY__ENABLED=true).
+    return service.settings_cls(
+        db=DatabaseSettings(url=SecretStr(f"sqlite+aiosqlite:///{(data_dir / service.db_file).resolve()}")),
+        messaging=MessagingSettings(transport="inprocess", relay_poll_interval_s=0.2),
+        data_dir=data_dir,
+    )
+
+
+def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8000") -> FastAPI:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    bus = InProcessBus()
+    apps = [
+        (s, s.create_app(embedded_settings(s, data_dir), bus=bus, migrate_on_start=True)) for s in SERVICES
+    ]
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(os.environ.get("KSEF_HUB_LOG_LEVEL", "INFO"), json=False, force=True)
+        async with AsyncExitStack() as stack:
+            for _service, sub_app in apps:
+                await stack.enter_async_context(sub_app.router.lifespan_context(sub_app))
+            lines = [f"KSeF Hub (embedded) is up at {public_url} - data in {data_dir.resolve()}"]
+            lines += [f"  {s.name:<13} {public_url}{s.prefix}  (ready: {public_url}{s.prefix}/readyz)" for s, _ in apps]
+            print("\n".join(lines), flush=True)
+            yield
+
+    root = FastAPI(title="KSeF Hub (embedded)", lifespan=lifespan)
+    install_problem_handlers(root)
+
+    @root.get("/", summary="What runs here")
+    async def index(request: Request) -> dict[str, Any]:
+        base = str(request.base_url).rstrip("/")
+        return {
+            "product": "KSeF Hub",
+            "mode": "embedded",
+            "services": {s.name: {"url": base + s.prefix, "docs": f"{base}{s.prefix}/docs"} for s, _ in apps},
+        }
+
+    @root.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    for service, sub_app in apps:
+        root.mount(service.prefix, sub_app)
+    return root

@@ -1,0 +1,1 @@
+"""approval-svc: Office-client consent and activation-code handshake, integration state, month approval."""

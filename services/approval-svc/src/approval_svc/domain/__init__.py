@@ -1,0 +1,1 @@
+"""Domain rules of approval-svc: pure Python, no I/O."""

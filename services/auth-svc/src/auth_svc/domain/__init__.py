@@ -1,0 +1,1 @@
+"""Domain rules of auth-svc: pure Python, no I/O."""

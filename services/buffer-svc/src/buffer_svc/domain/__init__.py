@@ -1,0 +1,1 @@
+"""Domain rules of buffer-svc: pure Python, no I/O."""

@@ -1,0 +1,1 @@
+"""All queries of buffer-svc."""

@@ -1,0 +1,1 @@
+"""Domain rules of ksef-gateway: pure Python, no I/O."""

@@ -1,0 +1,6 @@
+from platform_common.migrations import run_migrations
+
+from ksef_gateway.db import metadata
+from ksef_gateway.settings import GatewaySettings
+
+run_migrations(metadata, default_url=lambda: GatewaySettings().db.url.get_secret_value())

@@ -1,0 +1,1 @@
+"""All queries of ksef-gateway."""

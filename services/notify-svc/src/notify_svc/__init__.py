@@ -1,0 +1,1 @@
+"""notify-svc: E-mail and outbound webhooks to ERP systems."""

@@ -1,0 +1,1 @@
+"""Domain rules of notify-svc: pure Python, no I/O."""
