@@ -182,8 +182,10 @@ class Dispatcher:
                 )
                 .on_conflict_do_nothing()
             )
-        for sink in self.dead_letter_sinks:
-            await sink(letter)
+        # A letter from a dead-letter topic stays in the table: no cascade of .dlt.dlt topics.
+        if not topic.endswith(DLT_SUFFIX):
+            for sink in self.dead_letter_sinks:
+                await sink(letter)
 
     async def replay_dead_letter(self, dead_letter_id: int) -> Outcome:
         """Run a dead-lettered event through its handler again, once its cause is fixed.
