@@ -50,6 +50,8 @@ class MessagingSettings(BaseModel):
     retry_max_backoff_s: float = Field(default=10.0, ge=0)
     relay_batch_size: int = Field(default=200, ge=1)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    # How many of the 16 outbox lanes one relay claims at a time (PostgreSQL); the rest stay for its peers.
+    relay_lanes_per_claim: int = Field(default=4, ge=1, le=16)
     # Published outbox rows are kept this long for audits and then purged by the relay.
     outbox_retention_s: float = Field(default=7 * 24 * 3600, ge=0)
 

@@ -182,7 +182,7 @@ class OutboxRelay:
                 log.exception("outbox relay %s failed; retrying in %.2fs", self.name, backoff)
                 await asyncio.sleep(backoff)
                 continue
-            if published < self._settings.relay_batch_size:
+            if published == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake_event.wait(), self._settings.relay_poll_interval_s)
                 self.wake_event.clear()
@@ -209,7 +209,9 @@ class OutboxRelay:
                     await session.scalars(
                         select(lanes.c.lane)
                         .where(lanes.c.lane.in_(pending_lanes))
-                        .order_by(lanes.c.lane)
+                        # Random order and a lane quota, so that concurrent relays share the lanes.
+                        .order_by(func.random())
+                        .limit(self._settings.relay_lanes_per_claim)
                         .with_for_update(skip_locked=True)
                     )
                 ).all()
