@@ -97,11 +97,17 @@ async def schema_drift(url: str, metadata: MetaData) -> list[Any]:
     from alembic.autogenerate import compare_metadata
 
     def _compare(connection: Connection) -> list[Any]:
+        target = metadata
+        if connection.dialect.name == "sqlite":
+            # SQLite reflects no schema: compare with the same tables moved out of the service's schema.
+            target = MetaData(naming_convention=metadata.naming_convention)
+            for table in metadata.tables.values():
+                table.to_metadata(target, schema=None)
         opts = _configure(connection, metadata)
         mc = MigrationContext.configure(
             connection=opts.pop("connection"), opts={k: v for k, v in opts.items() if k != "target_metadata"}
         )
-        return list(compare_metadata(mc, metadata))
+        return list(compare_metadata(mc, target))
 
     engine = create_async_engine(make_url(url), poolclass=pool.NullPool)
     try:
