@@ -9,6 +9,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, Request
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,7 +40,7 @@ async def test_consumer_span_continues_the_trace_of_the_http_request(
     else:
         url_a, url_b = (f"sqlite+aiosqlite:///{tmp_path}/{n}.db" for n in "ab")
         kafka = KafkaSettings()
-    messaging = MessagingSettings(transport=kind, relay_poll_interval_s=0.05)  # type: ignore[arg-type]
+    messaging = MessagingSettings(transport=kind, relay_poll_interval_s=0.05)
     bus = InProcessBus()
     handled: list[Envelope] = []
 
@@ -50,8 +51,12 @@ async def test_consumer_span_continues_the_trace_of_the_http_request(
         runtime: ServiceRuntime = req.app.state.runtime
         async with runtime.db.sessionmaker() as session, session.begin():
             env = Envelope(
-                type="test.traced", version=1, producer="a", client_nip="5260250274",
-                payload={}, trace=current_trace_context(),
+                type="test.traced",
+                version=1,
+                producer="a",
+                client_nip="5260250274",
+                payload={},
+                trace=current_trace_context(),
             )
             await runtime.outbox.add(session, env, topic=topic)
         return {"event_id": str(env.id)}
@@ -62,19 +67,26 @@ async def test_consumer_span_continues_the_trace_of_the_http_request(
     def definition(name: str, subs: list[Subscription], routers: list[APIRouter]) -> ServiceDefinition:
         meta = make_metadata(f"{name}_{suffix}")
         return ServiceDefinition(
-            name=f"{name}-{suffix}", schema=meta.schema or "", metadata=meta, tables=add_messaging_tables(meta),
-            migrations="", routers=routers, subscriptions=lambda _rt: subs,
+            name=f"{name}-{suffix}",
+            schema=meta.schema or "",
+            metadata=meta,
+            tables=add_messaging_tables(meta),
+            migrations="",
+            routers=routers,
+            subscriptions=lambda _rt: subs,
         )
 
     producer_app = create_service_app(
         definition("a", [], [router]),
         ServiceSettings(db=DatabaseSettings(url=url_a), kafka=kafka, messaging=messaging),
-        bus=bus, telemetry=setup_telemetry("a", ServiceSettings().telemetry, span_exporter=exporter),
+        bus=bus,
+        telemetry=setup_telemetry("a", ServiceSettings().telemetry, span_exporter=exporter),
     )
     consumer_app = create_service_app(
         definition("b", [Subscription("b.traced", topic, consume)], []),
         ServiceSettings(db=DatabaseSettings(url=url_b), kafka=kafka, messaging=messaging),
-        bus=bus, telemetry=setup_telemetry("b", ServiceSettings().telemetry, span_exporter=exporter),
+        bus=bus,
+        telemetry=setup_telemetry("b", ServiceSettings().telemetry, span_exporter=exporter),
     )
     for app in (producer_app, consumer_app):
         await create_schema(app.state.runtime)
@@ -101,7 +113,7 @@ async def test_consumer_span_continues_the_trace_of_the_http_request(
     assert consumer_span.parent is not None and consumer_span.parent.span_id in request_span_ids
 
 
-def _named(exporter: InMemorySpanExporter, name: str) -> list[object]:
+def _named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in exporter.get_finished_spans() if s.name == name]
 
 

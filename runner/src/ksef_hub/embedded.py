@@ -14,19 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI, Request
+from pydantic import SecretStr
+
 from approval_svc.main import create_app as create_approval
 from approval_svc.settings import ApprovalSettings
 from auth_svc.main import create_app as create_auth
 from auth_svc.settings import AuthSettings
 from buffer_svc.main import create_app as create_buffer
 from buffer_svc.settings import BufferSettings
-from fastapi import FastAPI, Request
 from ksef_gateway.main import create_app as create_gateway
 from ksef_gateway.settings import GatewaySettings
 from notify_svc.main import create_app as create_notify
 from notify_svc.settings import NotifySettings
-from pydantic import SecretStr
-
 from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers
@@ -63,11 +63,10 @@ def embedded_settings(service: EmbeddedService, data_dir: Path) -> ServiceSettin
 
 
 def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8000") -> FastAPI:
+    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     bus = InProcessBus()
-    apps = [
-        (s, s.create_app(embedded_settings(s, data_dir), bus=bus, migrate_on_start=True)) for s in SERVICES
-    ]
+    apps = [(s, s.create_app(embedded_settings(s, data_dir), bus=bus, migrate_on_start=True)) for s in SERVICES]
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +74,7 @@ def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8
         async with AsyncExitStack() as stack:
             for _service, sub_app in apps:
                 await stack.enter_async_context(sub_app.router.lifespan_context(sub_app))
-            lines = [f"KSeF Hub (embedded) is up at {public_url} - data in {data_dir.resolve()}"]
+            lines = [f"KSeF Hub (embedded) is up at {public_url} - data in {data_dir}"]
             lines += [f"  {s.name:<13} {public_url}{s.prefix}  (ready: {public_url}{s.prefix}/readyz)" for s, _ in apps]
             print("\n".join(lines), flush=True)
             yield

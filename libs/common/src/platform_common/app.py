@@ -44,9 +44,7 @@ def create_service_app(
     migrate_on_start: bool = False,
 ) -> FastAPI:
     telemetry = telemetry or setup_telemetry(definition.name, settings.telemetry)
-    runtime = ServiceRuntime(
-        definition, settings, bus=bus, telemetry=telemetry, migrate_on_start=migrate_on_start
-    )
+    runtime = ServiceRuntime(definition, settings, bus=bus, telemetry=telemetry, migrate_on_start=migrate_on_start)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -58,7 +56,10 @@ def create_service_app(
             await runtime.stop()
 
     app = FastAPI(
-        title=definition.name, version=definition.version, description=definition.description, lifespan=lifespan
+        title=definition.name,
+        version=definition.version,
+        description=definition.description,
+        lifespan=lifespan,
     )
     app.state.runtime = runtime
     app.state.settings = settings

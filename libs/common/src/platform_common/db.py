@@ -62,9 +62,7 @@ class Database:
     def __init__(self, settings: DatabaseSettings, schema: str) -> None:
         self.schema = schema
         self.engine = make_engine(settings, schema)
-        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
-            self.engine, expire_on_commit=False
-        )
+        self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:

@@ -102,7 +102,7 @@ async def schema_drift(url: str, metadata: MetaData) -> list[Any]:
             # SQLite reflects no schema: compare with the same tables moved out of the service's schema.
             target = MetaData(naming_convention=metadata.naming_convention)
             for table in metadata.tables.values():
-                table.to_metadata(target, schema=None)
+                table.to_metadata(target, schema=None)  # type: ignore[arg-type]  # None = no schema
         opts = _configure(connection, metadata)
         mc = MigrationContext.configure(
             connection=opts.pop("connection"), opts={k: v for k, v in opts.items() if k != "target_metadata"}

@@ -25,7 +25,13 @@ class Problem(Exception):
     """Raise from any layer to answer with a problem document; ``code`` becomes the ``type`` URI."""
 
     def __init__(
-        self, status: int, title: str, detail: str | None = None, *, code: str | None = None, **extensions: Any
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        **extensions: Any,
     ) -> None:
         super().__init__(detail or title)
         self.status = status
@@ -61,7 +67,12 @@ def problem_response(
 async def _problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
     return problem_response(
-        exc.status, title=exc.title, detail=exc.detail, code=exc.code, instance=request.url.path, **exc.extensions
+        exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        code=exc.code,
+        instance=request.url.path,
+        **exc.extensions,
     )
 
 

@@ -59,10 +59,19 @@ class ServiceRuntime:
             self.transport = KafkaTransport(settings.kafka, client_id=definition.name, topics=TOPICS)
         tracer = self.telemetry.tracer(f"ksef_hub.{definition.name}")
         self.dispatcher = Dispatcher(
-            group=definition.name, db=self.db, tables=definition.tables, settings=settings.messaging, tracer=tracer
+            group=definition.name,
+            db=self.db,
+            tables=definition.tables,
+            settings=settings.messaging,
+            tracer=tracer,
         )
         self.relay = OutboxRelay(
-            self.db, definition.tables, self.transport, settings.messaging, name=definition.name, tracer=tracer
+            self.db,
+            definition.tables,
+            self.transport,
+            settings.messaging,
+            name=definition.name,
+            tracer=tracer,
         )
         self.outbox.on_commit_wake(self.relay.wake_event)
         self._migrate_on_start = migrate_on_start

@@ -65,8 +65,12 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
     def runtime(name: str, meta: MetaData, tables: MessagingTables, subs: Any) -> ServiceRuntime:
         definition = ServiceDefinition(
-            name=f"{name}-{suffix}", schema=meta.schema or "", metadata=meta, tables=tables,
-            migrations="", subscriptions=subs,
+            name=f"{name}-{suffix}",
+            schema=meta.schema or "",
+            metadata=meta,
+            tables=tables,
+            migrations="",
+            subscriptions=subs,
         )
         settings = ServiceSettings(db=DatabaseSettings(url=urls[name]), kafka=kafka, messaging=messaging)
         return ServiceRuntime(definition, settings, bus=bus)

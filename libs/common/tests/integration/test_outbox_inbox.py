@@ -150,7 +150,7 @@ class TestOutbox:
 
 
 async def _is_zero(value: Any) -> bool:
-    return await value == 0
+    return bool(await value == 0)
 
 
 class TestInbox:

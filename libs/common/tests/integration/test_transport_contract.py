@@ -13,7 +13,6 @@ import pytest
 
 from platform_common.messaging.outbox import OutboundMessage, OutboxRelay
 from platform_common.testing import wait_until
-
 from platform_common.testing.contract import MAX_ATTEMPTS, Harness
 
 
@@ -49,9 +48,7 @@ class TestRetriesAndDeadLetters:
         assert await harness.dead_letters() == []
 
     async def test_a_handler_that_keeps_failing_is_dead_lettered_with_its_reason(self, harness: Harness) -> None:
-        bad, good = await harness.emit(
-            [("5260250274", {"idx": 1, "fail_times": -1}), ("5260250274", {"idx": 2})]
-        )
+        bad, good = await harness.emit([("5260250274", {"idx": 1, "fail_times": -1}), ("5260250274", {"idx": 2})])
 
         letters = await wait_until(harness.dead_letters, what="a dead letter")
         # The next event of the same key is not blocked forever by the poisoned one.
@@ -144,8 +141,11 @@ class TestRelayCrash:
 
         # A new relay (the restarted process) publishes everything again.
         successor = OutboxRelay(
-            harness.producer.db, harness.producer.definition.tables, harness.producer.transport,
-            harness.producer.settings.messaging, name="successor",
+            harness.producer.db,
+            harness.producer.definition.tables,
+            harness.producer.transport,
+            harness.producer.settings.messaging,
+            name="successor",
         )
         assert await successor.drain() == 10
         (sentinel,) = await harness.emit([("5260250274", {"idx": 99})])

@@ -1,15 +1,14 @@
 from fastapi import FastAPI
 
+from approval_svc.api import api_router
+from approval_svc.db import messaging_tables, metadata
+from approval_svc.messaging import subscriptions
+from approval_svc.settings import SCHEMA, SERVICE_NAME, ApprovalSettings
 from platform_common.app import create_service_app
 from platform_common.cli import service_cli
 from platform_common.messaging.transport import InProcessBus
 from platform_common.runtime import ServiceDefinition
 from platform_common.telemetry import Telemetry
-
-from approval_svc.api import api_router
-from approval_svc.db import messaging_tables, metadata
-from approval_svc.messaging import subscriptions
-from approval_svc.settings import SCHEMA, SERVICE_NAME, ApprovalSettings
 
 DEFINITION = ServiceDefinition(
     name=SERVICE_NAME,
@@ -31,7 +30,11 @@ def create_app(
     migrate_on_start: bool = False,
 ) -> FastAPI:
     return create_service_app(
-        DEFINITION, settings or ApprovalSettings(), bus=bus, telemetry=telemetry, migrate_on_start=migrate_on_start
+        DEFINITION,
+        settings or ApprovalSettings(),
+        bus=bus,
+        telemetry=telemetry,
+        migrate_on_start=migrate_on_start,
     )
 
 

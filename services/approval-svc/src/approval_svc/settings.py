@@ -1,5 +1,4 @@
 from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
@@ -8,8 +7,9 @@ SCHEMA = "approval"
 
 
 class ApprovalSettings(ServiceSettings):
-    """Every variable is ``APPROVAL_<FIELD>``, nested with ``__``: ``APPROVAL_DB__URL``, ``APPROVAL_KAFKA__BOOTSTRAP_SERVERS``."""
+    """Every variable is ``APPROVAL_<FIELD>``, nested with ``__``:
+    ``APPROVAL_DB__URL``, ``APPROVAL_KAFKA__BOOTSTRAP_SERVERS``."""
 
-    model_config: SettingsConfigDict = service_config("APPROVAL_")
+    model_config = service_config("APPROVAL_")
 
     db: DatabaseSettings = DatabaseSettings(url=SecretStr("sqlite+aiosqlite:///./.data/approval.db"))

@@ -1,5 +1,4 @@
 from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
@@ -8,8 +7,9 @@ SCHEMA = "auth"
 
 
 class AuthSettings(ServiceSettings):
-    """Every variable is ``AUTH_<FIELD>``, nested with ``__``: ``AUTH_DB__URL``, ``AUTH_KAFKA__BOOTSTRAP_SERVERS``."""
+    """Every variable is ``AUTH_<FIELD>``, nested with ``__``:
+    ``AUTH_DB__URL``, ``AUTH_KAFKA__BOOTSTRAP_SERVERS``."""
 
-    model_config: SettingsConfigDict = service_config("AUTH_")
+    model_config = service_config("AUTH_")
 
     db: DatabaseSettings = DatabaseSettings(url=SecretStr("sqlite+aiosqlite:///./.data/auth.db"))

@@ -1,5 +1,4 @@
 from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
@@ -8,8 +7,9 @@ SCHEMA = "buffer"
 
 
 class BufferSettings(ServiceSettings):
-    """Every variable is ``BUFFER_<FIELD>``, nested with ``__``: ``BUFFER_DB__URL``, ``BUFFER_KAFKA__BOOTSTRAP_SERVERS``."""
+    """Every variable is ``BUFFER_<FIELD>``, nested with ``__``:
+    ``BUFFER_DB__URL``, ``BUFFER_KAFKA__BOOTSTRAP_SERVERS``."""
 
-    model_config: SettingsConfigDict = service_config("BUFFER_")
+    model_config = service_config("BUFFER_")
 
     db: DatabaseSettings = DatabaseSettings(url=SecretStr("sqlite+aiosqlite:///./.data/buffer.db"))

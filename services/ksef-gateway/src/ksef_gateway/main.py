@@ -1,15 +1,14 @@
 from fastapi import FastAPI
 
+from ksef_gateway.api import api_router
+from ksef_gateway.db import messaging_tables, metadata
+from ksef_gateway.messaging import subscriptions
+from ksef_gateway.settings import SCHEMA, SERVICE_NAME, GatewaySettings
 from platform_common.app import create_service_app
 from platform_common.cli import service_cli
 from platform_common.messaging.transport import InProcessBus
 from platform_common.runtime import ServiceDefinition
 from platform_common.telemetry import Telemetry
-
-from ksef_gateway.api import api_router
-from ksef_gateway.db import messaging_tables, metadata
-from ksef_gateway.messaging import subscriptions
-from ksef_gateway.settings import SCHEMA, SERVICE_NAME, GatewaySettings
 
 DEFINITION = ServiceDefinition(
     name=SERVICE_NAME,
@@ -31,7 +30,11 @@ def create_app(
     migrate_on_start: bool = False,
 ) -> FastAPI:
     return create_service_app(
-        DEFINITION, settings or GatewaySettings(), bus=bus, telemetry=telemetry, migrate_on_start=migrate_on_start
+        DEFINITION,
+        settings or GatewaySettings(),
+        bus=bus,
+        telemetry=telemetry,
+        migrate_on_start=migrate_on_start,
     )
 
 

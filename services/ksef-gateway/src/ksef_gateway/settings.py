@@ -1,5 +1,4 @@
 from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
@@ -8,8 +7,9 @@ SCHEMA = "gateway"
 
 
 class GatewaySettings(ServiceSettings):
-    """Every variable is ``GATEWAY_<FIELD>``, nested with ``__``: ``GATEWAY_DB__URL``, ``GATEWAY_KAFKA__BOOTSTRAP_SERVERS``."""
+    """Every variable is ``GATEWAY_<FIELD>``, nested with ``__``:
+    ``GATEWAY_DB__URL``, ``GATEWAY_KAFKA__BOOTSTRAP_SERVERS``."""
 
-    model_config: SettingsConfigDict = service_config("GATEWAY_")
+    model_config = service_config("GATEWAY_")
 
     db: DatabaseSettings = DatabaseSettings(url=SecretStr("sqlite+aiosqlite:///./.data/gateway.db"))

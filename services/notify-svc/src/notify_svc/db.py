@@ -1,9 +1,8 @@
 """The service's tables, all in its own schema ``notify``."""
 
+from notify_svc.settings import SCHEMA
 from platform_common.db import make_metadata
 from platform_common.messaging.tables import add_messaging_tables
-
-from notify_svc.settings import SCHEMA
 
 metadata = make_metadata(SCHEMA)
 messaging_tables = add_messaging_tables(metadata)

@@ -1,15 +1,14 @@
 from fastapi import FastAPI
 
+from notify_svc.api import api_router
+from notify_svc.db import messaging_tables, metadata
+from notify_svc.messaging import subscriptions
+from notify_svc.settings import SCHEMA, SERVICE_NAME, NotifySettings
 from platform_common.app import create_service_app
 from platform_common.cli import service_cli
 from platform_common.messaging.transport import InProcessBus
 from platform_common.runtime import ServiceDefinition
 from platform_common.telemetry import Telemetry
-
-from notify_svc.api import api_router
-from notify_svc.db import messaging_tables, metadata
-from notify_svc.messaging import subscriptions
-from notify_svc.settings import SCHEMA, SERVICE_NAME, NotifySettings
 
 DEFINITION = ServiceDefinition(
     name=SERVICE_NAME,
@@ -31,7 +30,11 @@ def create_app(
     migrate_on_start: bool = False,
 ) -> FastAPI:
     return create_service_app(
-        DEFINITION, settings or NotifySettings(), bus=bus, telemetry=telemetry, migrate_on_start=migrate_on_start
+        DEFINITION,
+        settings or NotifySettings(),
+        bus=bus,
+        telemetry=telemetry,
+        migrate_on_start=migrate_on_start,
     )
 
 

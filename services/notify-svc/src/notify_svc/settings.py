@@ -1,5 +1,4 @@
 from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
@@ -8,8 +7,9 @@ SCHEMA = "notify"
 
 
 class NotifySettings(ServiceSettings):
-    """Every variable is ``NOTIFY_<FIELD>``, nested with ``__``: ``NOTIFY_DB__URL``, ``NOTIFY_KAFKA__BOOTSTRAP_SERVERS``."""
+    """Every variable is ``NOTIFY_<FIELD>``, nested with ``__``:
+    ``NOTIFY_DB__URL``, ``NOTIFY_KAFKA__BOOTSTRAP_SERVERS``."""
 
-    model_config: SettingsConfigDict = service_config("NOTIFY_")
+    model_config = service_config("NOTIFY_")
 
     db: DatabaseSettings = DatabaseSettings(url=SecretStr("sqlite+aiosqlite:///./.data/notify.db"))

@@ -142,14 +142,16 @@ class Dispatcher:
                         return Outcome.DEAD_LETTERED
                     log.warning(
                         "handler %s failed on event %s (attempt %d/%d): %s",
-                        sub.name, envelope.id, attempt, self.settings.max_attempts, _describe(exc),
+                        sub.name,
+                        envelope.id,
+                        attempt,
+                        self.settings.max_attempts,
+                        _describe(exc),
                     )
             await asyncio.sleep(self._backoff(attempt))
 
     def _backoff(self, attempt: int) -> float:
-        return float(
-            min(self.settings.retry_max_backoff_s, self.settings.retry_initial_backoff_s * 2 ** (attempt - 1))
-        )
+        return float(min(self.settings.retry_max_backoff_s, self.settings.retry_initial_backoff_s * 2 ** (attempt - 1)))
 
     async def _dead_letter(
         self,
@@ -162,7 +164,13 @@ class Dispatcher:
         source: str,
         event_id: uuid.UUID | None,
     ) -> None:
-        log.error("dead-lettering %s for %s from %s: %s", event_id or "unparseable message", sub.name, source, reason)
+        log.error(
+            "dead-lettering %s for %s from %s: %s",
+            event_id or "unparseable message",
+            sub.name,
+            source,
+            reason,
+        )
         letter = DeadLetter(sub.name, topic, key, value, reason, attempts, source, event_id)
         t = self.tables.dead_letter
         async with self.db.sessionmaker() as session, session.begin():
@@ -203,7 +211,9 @@ class Dispatcher:
             if sub is None:
                 raise LookupError(f"no subscription {row.consumer!r} for {row.topic}")
             await session.execute(update(t).where(t.c.id == dead_letter_id).values(replayed_at=datetime.now(UTC)))
-        outcomes = await self._deliver_to(sub, row.topic, row.message_key, row.payload.encode(), f"replay:{dead_letter_id}")
+        outcomes = await self._deliver_to(
+            sub, row.topic, row.message_key, row.payload.encode(), f"replay:{dead_letter_id}"
+        )
         return outcomes
 
     async def _deliver_to(self, sub: Subscription, topic: str, key: str | None, value: bytes, source: str) -> Outcome:

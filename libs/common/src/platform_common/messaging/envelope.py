@@ -7,6 +7,7 @@ one trace spans HTTP request -> outbox -> broker -> consumer).
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
@@ -77,7 +78,7 @@ class Envelope(BaseModel):
     def from_bytes(cls, raw: bytes) -> Envelope:
         return cls.model_validate_json(raw)
 
-    def parse(self, contract: type[ContractT]) -> ContractT:
+    def parse(self, contract: builtins.type[ContractT]) -> ContractT:
         if (self.type, self.version) != (contract.event_type, contract.event_version):
             raise UnsupportedEvent(
                 f"expected {contract.event_type} v{contract.event_version}, got {self.type} v{self.version}"

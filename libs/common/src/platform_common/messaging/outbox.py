@@ -68,7 +68,11 @@ class Outbox:
                 key=envelope.key,
                 lane=lane_of(envelope.key),
                 payload=envelope.model_dump_json(),
-                headers={"event_type": envelope.type, "event_version": str(envelope.version), **envelope.trace},
+                headers={
+                    "event_type": envelope.type,
+                    "event_version": str(envelope.version),
+                    **envelope.trace,
+                },
                 created_at=datetime.now(UTC),
             )
         )

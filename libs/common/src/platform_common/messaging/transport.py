@@ -256,8 +256,7 @@ class KafkaTransport(Transport):
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:
         producer = self.producer
         futures = [
-            await producer.send(m.topic, value=m.value, key=m.key.encode(), headers=list(m.headers))
-            for m in messages
+            await producer.send(m.topic, value=m.value, key=m.key.encode(), headers=list(m.headers)) for m in messages
         ]
         # Only when every send is acknowledged by all in-sync replicas may the relay mark the rows.
         await asyncio.gather(*futures)

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid, func, select, text
 
 from platform_common.db import make_metadata
-from platform_common.messaging.dispatch import DLT_SUFFIX, PermanentFailure, Subscription
 from platform_common.messaging.envelope import Envelope
 from platform_common.messaging.tables import MessagingTables, add_messaging_tables
-from platform_common.messaging.transport import InProcessBus
-from platform_common.runtime import ServiceDefinition, ServiceRuntime
-from platform_common.settings import DatabaseSettings, KafkaSettings, MessagingSettings, ServiceSettings
+from platform_common.runtime import ServiceRuntime
 
 MAX_ATTEMPTS = 3
 

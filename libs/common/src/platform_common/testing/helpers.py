@@ -9,7 +9,11 @@ T = TypeVar("T")
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[T]], *, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> T:
     """Poll ``probe`` until it returns a truthy value; fail with ``what`` after ``timeout`` seconds.
 

@@ -26,7 +26,7 @@ def _required_env(name: str) -> str:
     if not value:
         pytest.fail(
             f"{name} is not set. Start the test infrastructure with `scripts/infra.sh up` and "
-            f"`eval \"$(scripts/infra.sh env)\"`, or run `make test`, which does both.",
+            f'`eval "$(scripts/infra.sh env)"`, or run `make test`, which does both.',
             pytrace=False,
         )
     return value

@@ -44,9 +44,7 @@ async def assert_migrations_round_trip(definition: ServiceDefinition, url: str) 
     assert model_tables <= await _table_names(url, definition.schema)
 
 
-def service_settings(
-    settings_cls: type[ServiceSettings], url: str, kafka_bootstrap: str | None
-) -> ServiceSettings:
+def service_settings(settings_cls: type[ServiceSettings], url: str, kafka_bootstrap: str | None) -> ServiceSettings:
     transport = "kafka" if kafka_bootstrap else "inprocess"
     return settings_cls(
         db=DatabaseSettings(url=url),

@@ -1,14 +1,14 @@
-"""buffer-svc on the platform: its migrations and its health, on SQLite in-process and PostgreSQL with Kafka."""
+"""notify-svc on the platform: its migrations and its health, on SQLite in-process and PostgreSQL with Kafka."""
 
 import pytest
 
+from notify_svc.main import DEFINITION, create_app
+from notify_svc.settings import NotifySettings
 from platform_common.testing.service_checks import (
     assert_migrations_round_trip,
     assert_service_is_healthy,
     service_settings,
 )
-from buffer_svc.main import DEFINITION, create_app
-from buffer_svc.settings import BufferSettings
 
 
 async def test_migrations_upgrade_from_empty_and_downgrade_back(db_url: str) -> None:
@@ -16,10 +16,10 @@ async def test_migrations_upgrade_from_empty_and_downgrade_back(db_url: str) -> 
 
 
 async def test_ready_embedded_on_sqlite(sqlite_url: str) -> None:
-    await assert_service_is_healthy(create_app, service_settings(BufferSettings, sqlite_url, None))
+    await assert_service_is_healthy(create_app, service_settings(NotifySettings, sqlite_url, None))
 
 
 @pytest.mark.postgres
 @pytest.mark.kafka
 async def test_ready_distributed_on_postgres_and_kafka(pg_url: str, kafka_bootstrap: str) -> None:
-    await assert_service_is_healthy(create_app, service_settings(BufferSettings, pg_url, kafka_bootstrap))
+    await assert_service_is_healthy(create_app, service_settings(NotifySettings, pg_url, kafka_bootstrap))

@@ -1,0 +1,67 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# uv is installed with pip when missing; `python3 -m uv` works whether or not pip's bin folder is on PATH.
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+SERVICES := auth-svc ksef-gateway buffer-svc approval-svc notify-svc
+SERVICE ?=
+PYTEST_ARGS ?=
+INFRA_ENV = eval "$$(bash scripts/infra.sh env)"
+
+.PHONY: help setup run infra-up infra-down infra-status test test-unit lint fmt migrate bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: ## install uv if missing and sync the locked environment (.venv)
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	@$(UV) sync --frozen --all-packages --quiet
+
+run: setup ## start the whole platform in one process (embedded mode) on http://127.0.0.1:8000
+	@$(UV) run --frozen ksef-hub run $(if $(PORT),--port $(PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+infra-up: ## start PostgreSQL and Kafka on loopback (idempotent)
+	@bash scripts/infra.sh up
+
+infra-down: ## stop PostgreSQL and Kafka
+	@bash scripts/infra.sh down
+
+infra-status:
+	@bash scripts/infra.sh status
+
+test: setup infra-up ## set everything up and run the whole suite against real PostgreSQL and Kafka
+	@$(INFRA_ENV); $(MAKE) migrate MIGRATE_URL="$$KSEF_HUB_TEST_PG_DSN"
+	@$(MAKE) lint
+	@$(INFRA_ENV); $(UV) run --frozen pytest $(PYTEST_ARGS)
+
+test-unit: setup ## only the tests that need no infrastructure
+	@$(UV) run --frozen pytest -m "not postgres and not kafka" $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy and import-linter (no service imports another; libs/common imports no service)
+	@$(UV) run --frozen ruff check .
+	@$(UV) run --frozen ruff format --check .
+	@$(UV) run --frozen mypy
+	@$(UV) run --frozen lint-imports
+
+fmt: setup
+	@$(UV) run --frozen ruff format .
+	@$(UV) run --frozen ruff check --fix .
+
+# `make migrate MIGRATE_URL=postgresql+asyncpg://...` upgrades every service's schema (or SERVICE=auth-svc only).
+migrate: setup ## upgrade each service's schema in the database at MIGRATE_URL
+	@test -n "$(MIGRATE_URL)" || { echo "MIGRATE_URL is required (postgresql+asyncpg://...)"; exit 2; }
+	@for svc in $(or $(SERVICE),$(SERVICES)); do \
+		prefix=$$(case $$svc in auth-svc) echo AUTH;; ksef-gateway) echo GATEWAY;; buffer-svc) echo BUFFER;; \
+			approval-svc) echo APPROVAL;; notify-svc) echo NOTIFY;; esac); \
+		echo "migrate $$svc"; \
+		env "$${prefix}_DB__URL=$(MIGRATE_URL)" $(UV) run --frozen $$svc migrate; \
+	done
+
+bench: setup infra-up ## run the benchmarks in bench/ and print their figures (never part of `make test`)
+	@$(INFRA_ENV); for b in bench/bench_*.py; do $(UV) run --frozen python "$$b"; done
+
+clean: ## remove the environment, caches and embedded data (infra state stays: make infra-down; rm -rf .cache)
+	rm -rf .venv .data .pytest_cache .mypy_cache .ruff_cache

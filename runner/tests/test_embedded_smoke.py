@@ -1,0 +1,73 @@
+"""`make run` smoke test: the embedded runner as a real subprocess, all five services ready, Ctrl-C exits 0."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from platform_common.testing import wait_until
+
+PREFIXES = ("/auth", "/gateway", "/buffer", "/approval", "/notify")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    port = _free_port()
+    data_dir = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ksef_hub", "run", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+
+            async def all_ready() -> dict[str, int] | None:
+                if proc.poll() is not None:
+                    raise AssertionError(f"runner exited early with {proc.returncode}: {proc.stdout.read()}")  # type: ignore[union-attr]
+                try:
+                    codes = {p: (await client.get(f"{p}/readyz")).status_code for p in PREFIXES}
+                except httpx.TransportError:
+                    return None
+                return codes if all(c == 200 for c in codes.values()) else None
+
+            codes = await wait_until(all_ready, timeout=60, interval=0.2, what="every service's /readyz")
+            assert codes == dict.fromkeys(PREFIXES, 200)
+            index = (await client.get("/")).json()
+            assert set(index["services"]) == {
+                "auth-svc",
+                "ksef-gateway",
+                "buffer-svc",
+                "approval-svc",
+                "notify-svc",
+            }
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out
+    assert f"http://127.0.0.1:{port}/buffer" in out, "the runner prints the service URLs"
+    # Every service migrated its own SQLite file in the data folder.
+    assert sorted(p.name for p in data_dir.glob("*.db")) == [
+        "approval.db",
+        "auth.db",
+        "buffer.db",
+        "gateway.db",
+        "notify.db",
+    ]
