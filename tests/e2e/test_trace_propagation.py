@@ -91,7 +91,7 @@ async def test_consumer_span_continues_the_trace_of_the_http_request(
     for app in (producer_app, consumer_app):
         await create_schema(app.state.runtime)
     if kind == "kafka":
-        producer_app.state.runtime.transport._extra_topics.add(topic)
+        producer_app.state.runtime.transport.declare_topics(topic)
 
     async with LifespanManager(consumer_app), LifespanManager(producer_app) as manager:
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url="http://a")

@@ -108,6 +108,10 @@ class KafkaTransport(Transport):
         self._consumers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
 
+    def declare_topics(self, *topics: str) -> None:
+        """Topics this service produces to, created on start (with their dead-letter twins) when missing."""
+        self._extra_topics.update(topics)
+
     @property
     def producer(self) -> Any:
         if self._producer is None:

@@ -6,16 +6,14 @@ tests would pass while testing nothing.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import uuid
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy.engine import URL, make_url
+
+from platform_common.testing.pg import temporary_database
 
 PG_ENV = "KSEF_HUB_TEST_PG_DSN"
 KAFKA_ENV = "KSEF_HUB_TEST_KAFKA_BOOTSTRAP"
@@ -42,38 +40,15 @@ def kafka_bootstrap() -> str:
     return _required_env(KAFKA_ENV)
 
 
-def _asyncpg_dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _admin(url: URL, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(_asyncpg_dsn(url))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def pg_url(pg_admin_url: URL) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards.
 
-    Synchronous on purpose (admin statements run on a short-lived loop in a worker thread), so any test or
-    fixture, sync or async, can depend on it or request it with ``getfixturevalue``.
+    Synchronous on purpose, so any test or fixture, sync or async, can depend on it or request it with
+    ``getfixturevalue``.
     """
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    _run_detached(_admin(pg_admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield pg_admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        _run_detached(_admin(pg_admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _run_detached(coro: Coroutine[Any, Any, None]) -> None:
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(asyncio.run, coro).result()
+    with temporary_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture
