@@ -9,6 +9,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, Request
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,6 +35,7 @@ async def test_consumer_span_continues_the_trace_of_the_http_request(
     suffix = uuid.uuid4().hex[:10]
     topic = f"traced.{suffix}"
     exporter = InMemorySpanExporter()
+    metrics = InMemoryMetricReader()
     if kind == "kafka":
         url_a = url_b = request.getfixturevalue("pg_url")
         kafka = KafkaSettings(bootstrap_servers=request.getfixturevalue("kafka_bootstrap"), topic_partitions=1)
@@ -86,7 +88,7 @@ async def test_consumer_span_continues_the_trace_of_the_http_request(
         definition("b", [Subscription("b.traced", topic, consume)], []),
         ServiceSettings(db=DatabaseSettings(url=url_b), kafka=kafka, messaging=messaging),
         bus=bus,
-        telemetry=setup_telemetry("b", ServiceSettings().telemetry, span_exporter=exporter),
+        telemetry=setup_telemetry("b", ServiceSettings().telemetry, span_exporter=exporter, metric_reader=metrics),
     )
     for app in (producer_app, consumer_app):
         await create_schema(app.state.runtime)
@@ -111,6 +113,9 @@ async def test_consumer_span_continues_the_trace_of_the_http_request(
     # The consumer's parent is a span of the request's own trace (the HTTP handler's span).
     request_span_ids = {s.context.span_id for s in spans if s.context.trace_id == trace_id}
     assert consumer_span.parent is not None and consumer_span.parent.span_id in request_span_ids
+    # The same handling is counted in the consumer's metrics.
+    consumed = _counter(metrics, "ksef_hub.events.consumed")
+    assert consumed == {(("outcome", "applied"), ("subscription", "b.traced"), ("topic", topic)): 1}
 
 
 def _named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
@@ -119,3 +124,17 @@ def _named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
 
 async def _truthy(value: object) -> bool:
     return bool(value)
+
+
+def _counter(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, object], ...], float]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        tuple(sorted((point.attributes or {}).items())): point.value
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+        if isinstance(point, NumberDataPoint)
+    }

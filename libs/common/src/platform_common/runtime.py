@@ -58,12 +58,14 @@ class ServiceRuntime:
         else:
             self.transport = KafkaTransport(settings.kafka, client_id=definition.name, topics=TOPICS)
         tracer = self.telemetry.tracer(f"ksef_hub.{definition.name}")
+        meter = self.telemetry.meter_provider.get_meter(f"ksef_hub.{definition.name}")
         self.dispatcher = Dispatcher(
             group=definition.name,
             db=self.db,
             tables=definition.tables,
             settings=settings.messaging,
             tracer=tracer,
+            meter=meter,
         )
         self.relay = OutboxRelay(
             self.db,
@@ -72,6 +74,7 @@ class ServiceRuntime:
             settings.messaging,
             name=definition.name,
             tracer=tracer,
+            meter=meter,
         )
         self.outbox.on_commit_wake(self.relay.wake_event)
         self._migrate_on_start = migrate_on_start

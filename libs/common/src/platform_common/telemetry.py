@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
@@ -38,9 +40,13 @@ def disabled_telemetry() -> Telemetry:
 
 
 def setup_telemetry(
-    service_name: str, settings: TelemetrySettings, *, span_exporter: SpanExporter | None = None
+    service_name: str,
+    settings: TelemetrySettings,
+    *,
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
 ) -> Telemetry:
-    """Build the service's providers. ``span_exporter`` (tests) replaces the OTLP exporter."""
+    """Build the service's providers. ``span_exporter`` and ``metric_reader`` (tests) replace the OTLP exporters."""
     if not settings.enabled and span_exporter is None:
         return disabled_telemetry()
     # OTEL_SERVICE_NAME, when set, names the whole deployment unit; otherwise each service names itself.
@@ -48,12 +54,12 @@ def setup_telemetry(
     tracer_provider = TracerProvider(resource=resource)
     if span_exporter is not None:
         tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-        meter_provider: metrics.MeterProvider = metrics.NoOpMeterProvider()
-        return Telemetry(tracer_provider, meter_provider, enabled=True, _shutdown=[tracer_provider])
+        readers = [metric_reader] if metric_reader is not None else []
+        test_meters = MeterProvider(resource=resource, metric_readers=readers)
+        return Telemetry(tracer_provider, test_meters, enabled=True, _shutdown=[tracer_provider, test_meters])
 
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

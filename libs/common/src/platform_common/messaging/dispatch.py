@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,7 +19,7 @@ from enum import StrEnum
 from typing import Protocol
 
 import pydantic
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -81,9 +82,18 @@ class Dispatcher:
     tables: MessagingTables
     settings: MessagingSettings
     tracer: trace.Tracer = field(default_factory=lambda: trace.get_tracer(__name__))
+    meter: metrics.Meter = field(default_factory=lambda: metrics.NoOpMeter(__name__))
     # Transports add their dead-letter topic publisher here; the table record is always written.
     dead_letter_sinks: list[DeadLetterSink] = field(default_factory=list)
     _by_topic: dict[str, list[Subscription]] = field(default_factory=lambda: defaultdict(list))
+
+    def __post_init__(self) -> None:
+        self._outcomes = self.meter.create_counter(
+            "ksef_hub.events.consumed", description="Events handled, by subscription and outcome"
+        )
+        self._duration = self.meter.create_histogram(
+            "ksef_hub.events.handle_duration", unit="s", description="Handler time, retries included"
+        )
 
     def subscribe(self, subscription: Subscription) -> None:
         if any(s.name == subscription.name for subs in self._by_topic.values() for s in subs):
@@ -217,12 +227,18 @@ class Dispatcher:
         return outcomes
 
     async def _deliver_to(self, sub: Subscription, topic: str, key: str | None, value: bytes, source: str) -> Outcome:
+        started = time.perf_counter()
         try:
             envelope = Envelope.from_bytes(value)
         except (pydantic.ValidationError, ValueError) as exc:
             await self._dead_letter(sub, topic, key, value, f"invalid envelope: {_describe(exc)}", 0, source, None)
-            return Outcome.DEAD_LETTERED
-        return await self._deliver_one(sub, topic, key, value, envelope, source)
+            outcome = Outcome.DEAD_LETTERED
+        else:
+            outcome = await self._deliver_one(sub, topic, key, value, envelope, source)
+        attributes = {"topic": topic, "subscription": sub.name, "outcome": outcome.value}
+        self._outcomes.add(1, attributes)
+        self._duration.record(time.perf_counter() - started, attributes)
+        return outcome
 
 
 def _describe(exc: BaseException) -> str:

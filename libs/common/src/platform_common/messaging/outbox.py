@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -131,6 +131,7 @@ class OutboxRelay:
         *,
         name: str,
         tracer: trace.Tracer | None = None,
+        meter: metrics.Meter | None = None,
     ) -> None:
         self._db = db
         self._t = tables
@@ -138,6 +139,9 @@ class OutboxRelay:
         self._settings = settings
         self.name = name
         self._tracer = tracer or trace.get_tracer(__name__)
+        meter = meter or metrics.NoOpMeter(__name__)
+        self._published = meter.create_counter("ksef_hub.outbox.published", description="Outbox rows published")
+        self._failures = meter.create_counter("ksef_hub.outbox.publish_failures", description="Failed publish batches")
         self.wake_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_purge = datetime.min.replace(tzinfo=UTC)
@@ -281,8 +285,13 @@ class OutboxRelay:
             kind=trace.SpanKind.PRODUCER,
             attributes={"messaging.batch.message_count": len(messages), "ksef_hub.relay": self.name},
         ):
-            await self._publisher.publish(messages)
+            try:
+                await self._publisher.publish(messages)
+            except Exception:
+                self._failures.add(1, {"relay": self.name})
+                raise
         await self.after_publish(messages)
+        self._published.add(len(messages), {"relay": self.name})
 
     async def after_publish(self, messages: Sequence[OutboundMessage]) -> None:
         """Hook between publishing and marking rows published (fault-injection point for tests)."""
