@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +17,21 @@ from typing import Any
 from fastapi import FastAPI, Request
 from pydantic import SecretStr
 
-from approval_svc.main import create_app as create_approval
+import approval_svc.main
+import auth_svc.main
+import buffer_svc.main
+import ksef_gateway.main
+import notify_svc.main
 from approval_svc.settings import ApprovalSettings
-from auth_svc.main import create_app as create_auth
 from auth_svc.settings import AuthSettings
-from buffer_svc.main import create_app as create_buffer
 from buffer_svc.settings import BufferSettings
-from ksef_gateway.main import create_app as create_gateway
 from ksef_gateway.settings import GatewaySettings
-from notify_svc.main import create_app as create_notify
 from notify_svc.settings import NotifySettings
+from platform_common.app import AppFactory
 from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers
+from platform_common.runtime import ServiceDefinition
 from platform_common.settings import DatabaseSettings, MessagingSettings, ServiceSettings
 
 log = logging.getLogger("ksef_hub")
@@ -38,18 +40,25 @@ log = logging.getLogger("ksef_hub")
 @dataclass(frozen=True)
 class EmbeddedService:
     prefix: str
-    name: str
+    definition: ServiceDefinition
     settings_cls: type[ServiceSettings]
-    create_app: Callable[..., FastAPI]
-    db_file: str
+    create_app: AppFactory
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def db_file(self) -> str:
+        return f"{self.definition.schema}.db"
 
 
 SERVICES: tuple[EmbeddedService, ...] = (
-    EmbeddedService("/auth", "auth-svc", AuthSettings, create_auth, "auth.db"),
-    EmbeddedService("/gateway", "ksef-gateway", GatewaySettings, create_gateway, "gateway.db"),
-    EmbeddedService("/buffer", "buffer-svc", BufferSettings, create_buffer, "buffer.db"),
-    EmbeddedService("/approval", "approval-svc", ApprovalSettings, create_approval, "approval.db"),
-    EmbeddedService("/notify", "notify-svc", NotifySettings, create_notify, "notify.db"),
+    EmbeddedService("/auth", auth_svc.main.DEFINITION, AuthSettings, auth_svc.main.create_app),
+    EmbeddedService("/gateway", ksef_gateway.main.DEFINITION, GatewaySettings, ksef_gateway.main.create_app),
+    EmbeddedService("/buffer", buffer_svc.main.DEFINITION, BufferSettings, buffer_svc.main.create_app),
+    EmbeddedService("/approval", approval_svc.main.DEFINITION, ApprovalSettings, approval_svc.main.create_app),
+    EmbeddedService("/notify", notify_svc.main.DEFINITION, NotifySettings, notify_svc.main.create_app),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -78,3 +78,34 @@ def create_service_app(
             engine=runtime.db.engine.sync_engine, tracer_provider=telemetry.tracer_provider
         )
     return app
+
+
+class AppFactory(Protocol):
+    def __call__(
+        self,
+        settings: ServiceSettings | None = None,
+        *,
+        bus: InProcessBus | None = None,
+        telemetry: Telemetry | None = None,
+        migrate_on_start: bool = False,
+    ) -> FastAPI: ...
+
+
+def app_factory(definition: ServiceDefinition, settings_cls: type[ServiceSettings]) -> AppFactory:
+    """A service's ``create_app(settings)``: settings from the environment unless given (never at import)."""
+
+    def create_app(
+        settings: ServiceSettings | None = None,
+        *,
+        bus: InProcessBus | None = None,
+        telemetry: Telemetry | None = None,
+        migrate_on_start: bool = False,
+    ) -> FastAPI:
+        if settings is not None and not isinstance(settings, settings_cls):
+            raise TypeError(f"{definition.name} needs {settings_cls.__name__}, got {type(settings).__name__}")
+        return create_service_app(
+            definition, settings or settings_cls(), bus=bus, telemetry=telemetry, migrate_on_start=migrate_on_start
+        )
+
+    create_app.__name__ = f"create_{definition.schema}_app"
+    return create_app

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from platform_common.app import AppFactory
 from platform_common.migrations import downgrade, schema_drift, upgrade
 from platform_common.runtime import ServiceDefinition
 from platform_common.settings import DatabaseSettings, KafkaSettings, MessagingSettings, ServiceSettings
@@ -53,7 +52,7 @@ def service_settings(settings_cls: type[ServiceSettings], url: str, kafka_bootst
     )
 
 
-async def assert_service_is_healthy(create_app: Callable[..., FastAPI], settings: ServiceSettings) -> dict[str, Any]:
+async def assert_service_is_healthy(create_app: AppFactory, settings: ServiceSettings) -> dict[str, Any]:
     """Start the app (migrating first), then check /healthz, /readyz and a problem-details 404."""
     app = create_app(settings, migrate_on_start=True)
     async with LifespanManager(app) as manager:
