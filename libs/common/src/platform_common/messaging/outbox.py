@@ -155,8 +155,13 @@ class OutboxRelay:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
+            except BaseException:
+                # The loop only dies of what it cannot handle; say so, but let the service stop cleanly.
+                log.exception("outbox relay %s had stopped with an error", self.name)
             self._task = None
 
     @property
