@@ -1,0 +1,50 @@
+"""Simulator settings (env prefix ``KSEF_SIM_``).
+
+Defaults mimic the Ministry's TEST environment; tests and benchmarks shorten the delays and relax the limits.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RateLimitMode(StrEnum):
+    PRODUCTION = "production"  # the spec's default table (PROD = DEMO = TEST since 2.5.0)
+    CUSTOM = "custom"  # values set through /testdata/rate-limits or /_sim
+    OFF = "off"
+
+
+class SimSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KSEF_SIM_", extra="ignore")
+
+    # State file; ``None`` keeps everything in memory (unit tests).
+    database_path: Path | None = Path(".data/ksef-sim.sqlite3")
+    # Host every pre-signed URL (UPO, export parts, batch uploads) is built on, as the real service does with the
+    # host that was called. ``None`` takes it from each request. Ends before ``/v2``.
+    public_base_url: str | None = None
+    environment_name: str = "TE"
+
+    access_token_ttl_s: int = Field(default=900, gt=0)
+    refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    authentication_token_ttl_s: int = Field(default=2700, gt=0)
+    challenge_ttl_s: int = Field(default=600, gt=0)
+    online_session_ttl_s: int = Field(default=12 * 3600, gt=0)
+    presigned_url_ttl_s: int = Field(default=3600, gt=0)
+    async_status_retention_s: int = Field(default=7 * 24 * 3600, gt=0)
+
+    # Time from receipt to a final invoice status, and the permanent-storage lag (acquisition → permanent storage)
+    # with the indexing lag on top of it that makes ``permanentStorageHwmDate`` trail the newest records.
+    invoice_processing_delay_s: float = Field(default=0.0, ge=0)
+    permanent_storage_delay_s: float = Field(default=2.0, ge=0)
+    permanent_storage_jitter_s: float = Field(default=3.0, ge=0)
+    export_processing_delay_s: float = Field(default=0.0, ge=0)
+
+    rate_limits: RateLimitMode = RateLimitMode.PRODUCTION
+    # Export packages are split into parts of at most this many bytes (the real service: 50 MB).
+    export_part_size: int = Field(default=50 * 1024 * 1024, gt=0)
+    # Deterministic randomness for seeding and jitter; ``None`` = OS entropy.
+    random_seed: int | None = None

@@ -1,0 +1,93 @@
+"""Everything a request handler needs, hung on ``app.state.sim``."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from fastapi import Request
+
+from ksef_sim.clock import Clock
+from ksef_sim.crypto import MinistryKeys
+from ksef_sim.presign import Presigner
+from ksef_sim.ratelimit import RateLimiter
+from ksef_sim.security import TokenService
+from ksef_sim.settings import SimSettings
+from ksef_sim.store import Store
+
+
+@dataclass
+class Faults:
+    """Operator-injected faults (``/_sim/faults``); see ``ksef_sim.api.operator``."""
+
+    outage: bool = False  # every /v2 call answers 503; Latarnia reports FAILURE
+    outage_message: str | None = None
+    latency_ms: int = 0  # added to every /v2 call
+    error_rate: float = 0.0  # fraction of /v2 calls answered 500/503 at random
+    stuck_exports: bool = False  # new exports stay at status 100 until cleared
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "outage": self.outage,
+            "outageMessage": self.outage_message,
+            "latencyMs": self.latency_ms,
+            "errorRate": self.error_rate,
+            "stuckExports": self.stuck_exports,
+        }
+
+
+@dataclass
+class Sim:
+    settings: SimSettings
+    store: Store
+    clock: Clock
+    keys: MinistryKeys
+    tokens: TokenService
+    presigner: Presigner
+    limiter: RateLimiter
+    faults: Faults = field(default_factory=Faults)
+    rng: random.Random = field(default_factory=random.Random)
+
+    @classmethod
+    def open(cls, settings: SimSettings) -> Sim:
+        store = Store(settings.database_path)
+        clock = Clock()
+        clock_state = store.get_meta("clock")
+        if clock_state:
+            clock.load_state(clock_state)
+        return cls(
+            settings=settings,
+            store=store,
+            clock=clock,
+            keys=MinistryKeys.load_or_create(store, clock.now()),
+            tokens=TokenService(store),
+            presigner=Presigner(store),
+            limiter=RateLimiter(settings.rate_limits),
+            rng=random.Random(settings.random_seed),
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    def save_clock(self) -> None:
+        self.store.set_meta("clock", self.clock.to_state())
+
+    def public_base_url(self, request: Request) -> str:
+        """Host root for URLs the API hands out: configured, else the host that was called (like the real one).
+
+        Includes the mount prefix when the simulator runs inside the embedded runner (``/ksef-sim``).
+        """
+        if self.settings.public_base_url:
+            return self.settings.public_base_url.rstrip("/")
+        root = str(request.base_url).rstrip("/")
+        return root
+
+    def seconds(self, value: float) -> timedelta:
+        return timedelta(seconds=value)
+
+
+def get_sim(request: Request) -> Sim:
+    sim: Sim = request.app.state.sim
+    return sim
