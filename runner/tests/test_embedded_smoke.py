@@ -1,4 +1,5 @@
-"""`make run` smoke test: the embedded runner as a real subprocess, all five services ready, Ctrl-C exits 0."""
+"""`make run` smoke test: the embedded runner as a real subprocess, all five services and the KSeF simulator ready,
+Ctrl-C exits 0."""
 
 from __future__ import annotations
 
@@ -46,6 +47,17 @@ async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(
 
             codes = await wait_until(all_ready, timeout=60, interval=0.2, what="every service's /readyz")
             assert codes == dict.fromkeys(PREFIXES, 200)
+            # The KSeF simulator is mounted beside the services with its lifespan run (it opened its state file and
+            # generated the Ministry keys it publishes).
+            keys = await client.get("/ksef-sim/v2/security/public-key-certificates")
+            assert keys.status_code == 200, keys.text
+            assert {usage for key in keys.json() for usage in key["usage"]} == {
+                "KsefTokenEncryption",
+                "SymmetricKeyEncryption",
+            }
+            # Its Latarnia and operator APIs live under the same prefix.
+            assert (await client.get("/ksef-sim/status")).status_code == 200
+            assert (await client.get("/ksef-sim/_sim/faults")).status_code == 200
             index = (await client.get("/")).json()
             assert set(index["services"]) == {
                 "auth-svc",
@@ -54,6 +66,7 @@ async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(
                 "approval-svc",
                 "notify-svc",
             }
+            assert index["ksefSimulator"]["url"] == f"http://127.0.0.1:{port}/ksef-sim/v2"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -63,6 +76,7 @@ async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
     assert f"http://127.0.0.1:{port}/buffer" in out, "the runner prints the service URLs"
+    assert f"http://127.0.0.1:{port}/ksef-sim/v2" in out, "the runner prints the simulator's URL"
     # Every service migrated its own SQLite file in the data folder.
     assert sorted(p.name for p in data_dir.glob("*.db")) == [
         "approval.db",
@@ -71,3 +85,4 @@ async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(
         "gateway.db",
         "notify.db",
     ]
+    assert (data_dir / "ksef-sim.sqlite3").is_file(), "the simulator keeps its state in the data folder"

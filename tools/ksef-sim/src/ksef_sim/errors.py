@@ -223,6 +223,10 @@ def _validation(request: Request, exc: Exception) -> Response:
 
 def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI rejects a body it cannot even decode (e.g. not UTF-8) with a bare HTTPException(400) instead of a
+        # RequestValidationError; the spec documents 400 as an ExceptionResponse, so it is 21405 like any bad input.
+        return ksef_error_response(request, KsefError(21405, str(exc.detail)))
     # Unknown paths and methods: the real service answers a bare 404/405 with no body [obs #171].
     return Response(status_code=exc.status_code, headers=getattr(exc, "headers", None))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -102,19 +103,103 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
     return app
 
 
-def run() -> None:
+def run(argv: list[str] | None = None) -> None:
+    """``ksef-sim [--host H --port P --db PATH]`` serves; ``ksef-sim seed ...`` fills a state file and exits."""
     parser = argparse.ArgumentParser(prog="ksef-sim", description="Local KSeF 2.0 simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--db", help="state file (default .data/ksef-sim.sqlite3; env KSEF_SIM_DATABASE_PATH)")
     parser.add_argument("--public-base-url", help="host root used in pre-signed URLs (env KSEF_SIM_PUBLIC_BASE_URL)")
-    args = parser.parse_args()
+    commands = parser.add_subparsers(dest="command", metavar="{seed}")
+    seed = commands.add_parser(
+        "seed",
+        help="write realistic FA(3) purchase invoices into a state file, then exit",
+        description="Write accepted FA(3) invoices of many sellers to one buyer straight into the state file. "
+        "Run it while no simulator serves that file (a running one would not see them until restarted); "
+        "use POST /_sim/seed against a running one.",
+    )
+    seed.add_argument("--db", dest="seed_db", required=True, help="state file to write into")
+    seed.add_argument("--buyer", required=True, help="buyer NIP (Podmiot2)")
+    seed.add_argument("--count", type=int, required=True)
+    seed.add_argument("--sellers", type=int, default=25)
+    seed.add_argument("--start", help="start of the acquisition window, ISO-8601 with offset (default now - spread)")
+    seed.add_argument("--spread-days", type=float, default=30.0)
+    seed.add_argument("--subject3", help="NIP to put in Podmiot3 of a share of the invoices")
+    seed.add_argument("--corrections", type=float, default=0.1, help="share of KOR invoices (default 0.1)")
+    seed.add_argument("--foreign-currency-share", type=float, default=0.1)
+    seed.add_argument("--random-seed", type=int, help="deterministic output (env KSEF_SIM_RANDOM_SEED)")
+    args = parser.parse_args(argv)
+    if args.command == "seed":
+        raise SystemExit(_seed_command(parser, args))
+
     overrides: dict[str, object] = {}
     if args.db:
         overrides["database_path"] = args.db
     if args.public_base_url:
         overrides["public_base_url"] = args.public_base_url
     settings = SimSettings(**overrides)  # type: ignore[arg-type]
+    import signal
+
     import uvicorn
 
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then restores the previous handlers and re-raises the signal.
+    # A stop on request is a clean exit for the simulator (exit code 0 for service managers and tests), so the
+    # handlers it restores ignore the re-raised signal.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda _signum, _frame: None)
     uvicorn.run(create_app(settings), host=args.host, port=args.port)
+
+
+def _seed_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import json
+    import re
+    from datetime import datetime
+    from pathlib import Path
+
+    from ksef_sim.domain.seed import NIP_PATTERN, SeedError, SeedOptions, seed_invoices
+
+    for flag, nip in (("--buyer", args.buyer), ("--subject3", args.subject3)):
+        if nip is not None and not re.fullmatch(NIP_PATTERN, nip):
+            parser.error(f"{flag} {nip!r} is not a NIP")
+    start = None
+    if args.start:
+        try:
+            start = datetime.fromisoformat(args.start)
+        except ValueError:
+            parser.error(f"--start {args.start!r} is not ISO-8601")
+        if start.tzinfo is None:
+            parser.error("--start needs a UTC offset, e.g. 2026-01-01T00:00:00+01:00")
+    overrides: dict[str, object] = {"database_path": Path(args.seed_db)}
+    if args.random_seed is not None:
+        overrides["random_seed"] = args.random_seed
+    sim = Sim.open(SimSettings(**overrides))  # type: ignore[arg-type]
+    try:
+        result = seed_invoices(
+            sim,
+            SeedOptions(
+                buyer_nip=args.buyer,
+                count=args.count,
+                sellers=args.sellers,
+                start=start,
+                spread_days=args.spread_days,
+                subject3_nip=args.subject3,
+                corrections=args.corrections,
+                foreign_currency_share=args.foreign_currency_share,
+            ),
+        )
+    except SeedError as exc:
+        print(f"ksef-sim seed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        sim.close()
+    summary = {
+        "created": result.created,
+        "corrections": result.corrections,
+        "foreignCurrency": result.foreign_currency,
+        "withSubject3": result.with_subject3,
+        "sellers": len(result.sellers),
+        "firstAcquisitionDate": result.first_acquisition.isoformat() if result.first_acquisition else None,
+        "lastAcquisitionDate": result.last_acquisition.isoformat() if result.last_acquisition else None,
+    }
+    print(json.dumps(summary))
+    return 0

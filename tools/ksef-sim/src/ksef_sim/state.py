@@ -27,6 +27,7 @@ class Faults:
     latency_ms: int = 0  # added to every /v2 call
     error_rate: float = 0.0  # fraction of /v2 calls answered 500/503 at random
     stuck_exports: bool = False  # new exports stay at status 100 until cleared
+    outage_kind: str = "FAILURE"  # FAILURE | TOTAL_FAILURE | MAINTENANCE: what Latarnia reports during the outage
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +36,7 @@ class Faults:
             "latencyMs": self.latency_ms,
             "errorRate": self.error_rate,
             "stuckExports": self.stuck_exports,
+            "kind": self.outage_kind,
         }
 
 
@@ -64,7 +66,7 @@ class Sim:
             keys=MinistryKeys.load_or_create(store, clock.now()),
             tokens=TokenService(store),
             presigner=Presigner(store),
-            limiter=RateLimiter(settings.rate_limits),
+            limiter=RateLimiter.load(settings.rate_limits, store),
             rng=random.Random(settings.random_seed),
         )
 
@@ -81,8 +83,10 @@ class Sim:
         """
         if self.settings.public_base_url:
             return self.settings.public_base_url.rstrip("/")
-        root = str(request.base_url).rstrip("/")
-        return root
+        # Not request.base_url: since Starlette 0.33 it is built on ``app_root_path``, the OUTER app's root, so it
+        # drops the mount prefix; the scope's ``root_path`` includes it.
+        url = request.url
+        return f"{url.scheme}://{url.netloc}{request.scope.get('root_path', '')}".rstrip("/")
 
     def seconds(self, value: float) -> timedelta:
         return timedelta(seconds=value)
