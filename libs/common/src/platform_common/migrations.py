@@ -102,7 +102,12 @@ async def schema_drift(url: str, metadata: MetaData) -> list[Any]:
             # SQLite reflects no schema: compare with the same tables moved out of the service's schema.
             target = MetaData(naming_convention=metadata.naming_convention)
             for table in metadata.tables.values():
-                table.to_metadata(target, schema=None)  # type: ignore[arg-type]  # None = no schema
+                # Foreign keys follow their tables out of the schema too.
+                table.to_metadata(
+                    target,
+                    schema=None,  # type: ignore[arg-type]  # None = no schema
+                    referred_schema_fn=lambda *_: sa.schema.BLANK_SCHEMA,  # type: ignore[arg-type]
+                )
         opts = _configure(connection, metadata)
         mc = MigrationContext.configure(
             connection=opts.pop("connection"), opts={k: v for k, v in opts.items() if k != "target_metadata"}

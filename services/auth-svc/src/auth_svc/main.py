@@ -1,3 +1,5 @@
+import sys
+
 from auth_svc.api import api_router
 from auth_svc.db import messaging_tables, metadata
 from auth_svc.messaging import subscriptions
@@ -20,5 +22,12 @@ DEFINITION = ServiceDefinition(
 create_app = app_factory(DEFINITION, AuthSettings)
 
 
-def run() -> None:
-    service_cli(DEFINITION, AuthSettings, create_app, default_port=8001)
+def run(argv: list[str] | None = None) -> None:
+    """``auth-svc serve | migrate | downgrade`` (shared by every service) and ``auth-svc bootstrap``."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["bootstrap"]:
+        from auth_svc.bootstrap import main
+
+        main(args[1:])
+        return
+    service_cli(DEFINITION, AuthSettings, create_app, default_port=8001, argv=args)

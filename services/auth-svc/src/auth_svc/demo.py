@@ -1,0 +1,61 @@
+"""Demo accounts for the embedded mode (``make run``). The credentials are public: README lists them.
+
+Idempotent: the runner calls ``ensure_demo_data`` on every start; existing users keep their passwords.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from auth_svc.clock import system_clock
+from auth_svc.domain.roles import OrgKind, RelationState, Role
+from auth_svc.service import AuthService
+from auth_svc.settings import AuthSettings
+from platform_common.runtime import ServiceRuntime
+
+DEMO_PASSWORD = "demo-password-2026"  # noqa: S105  # published in the README on purpose
+
+OFFICE = ("Biuro Rachunkowe Demo Sp. z o.o.", "5260250216")
+CLIENT_ACTIVE = ("Piekarnia Kowalski Sp. z o.o.", "7777777702")
+CLIENT_PENDING = ("Hurtownia Nowak S.A.", "1112223303")
+
+OPERATOR = "ops@ksef-hub.example.com"
+OFFICE_ADMIN = "admin@biuro.example.com"
+ACCOUNTANT = "ksiegowa@biuro.example.com"
+CLIENT_OWNER = "wlasciciel@piekarnia.example.com"
+CLIENT_MEMBER = "pracownik@piekarnia.example.com"
+
+
+@dataclass
+class DemoData:
+    office_id: uuid.UUID
+    client_ids: dict[str, uuid.UUID]
+    users: dict[str, uuid.UUID] = field(default_factory=dict)
+    password: str = DEMO_PASSWORD
+
+
+async def ensure_demo_data(runtime: ServiceRuntime, service: AuthService | None = None) -> DemoData:
+    """One office with an active client (and a pending one), and a user for every role."""
+    if service is None:
+        settings = runtime.settings
+        assert isinstance(settings, AuthSettings)
+        service = AuthService(runtime.db.sessionmaker, runtime.outbox, settings, clock=system_clock)
+    office = await service.ensure_organisation(OrgKind.OFFICE, *OFFICE)
+    active = await service.ensure_organisation(OrgKind.CLIENT, *CLIENT_ACTIVE)
+    pending = await service.ensure_organisation(OrgKind.CLIENT, *CLIENT_PENDING)
+    # In a real deployment approval-svc activates a relation after the client's consent.
+    await service.ensure_relation(office, active, RelationState.ACTIVE)
+    await service.ensure_relation(office, pending, RelationState.PENDING)
+    data = DemoData(office_id=office, client_ids={CLIENT_ACTIVE[1]: active, CLIENT_PENDING[1]: pending})
+    accounts: list[tuple[str, uuid.UUID | None, Role, list[uuid.UUID] | None]] = [
+        (OPERATOR, None, Role.OPS, None),
+        (OFFICE_ADMIN, office, Role.OFFICE_ADMIN, None),
+        (ACCOUNTANT, office, Role.OFFICE_ACCOUNTANT, [active]),
+        (CLIENT_OWNER, active, Role.CLIENT_OWNER, None),
+        (CLIENT_MEMBER, active, Role.CLIENT_MEMBER, None),
+    ]
+    for email, org, role, clients in accounts:
+        data.users[email], _ = await service.ensure_user(email, DEMO_PASSWORD, org, role, client_ids=clients)
+    await service.keys.current()
+    return data
