@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from platform_common.auth import Authenticator, install_authenticator, public
 from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers, problem_response
@@ -20,11 +21,20 @@ from platform_common.telemetry import Telemetry, setup_telemetry
 def health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
-    @router.get("/healthz", summary="Liveness: the process answers")
+    @router.get(
+        "/healthz",
+        summary="Liveness: the process answers",
+        dependencies=[Depends(public("liveness probe for orchestrators"))],
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="Readiness: database and transport reachable", response_model=None)
+    @router.get(
+        "/readyz",
+        summary="Readiness: database and transport reachable",
+        response_model=None,
+        dependencies=[Depends(public("readiness probe for orchestrators; reveals only check names"))],
+    )
     async def readyz(request: Request) -> JSONResponse | dict[str, Any]:
         runtime: ServiceRuntime = request.app.state.runtime
         checks = await runtime.readiness() if runtime.started else {"runtime": "starting"}
@@ -45,6 +55,7 @@ def create_service_app(
 ) -> FastAPI:
     telemetry = telemetry or setup_telemetry(definition.name, settings.telemetry)
     runtime = ServiceRuntime(definition, settings, bus=bus, telemetry=telemetry, migrate_on_start=migrate_on_start)
+    authenticator = Authenticator(settings.auth, service_name=definition.name)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -54,6 +65,8 @@ def create_service_app(
             yield
         finally:
             await runtime.stop()
+            # The one that is installed now: tests may have replaced it.
+            await app.state.authenticator.aclose()
 
     app = FastAPI(
         title=definition.name,
@@ -63,6 +76,7 @@ def create_service_app(
     )
     app.state.runtime = runtime
     app.state.settings = settings
+    install_authenticator(app, authenticator)
     install_problem_handlers(app)
     app.include_router(health_router())
     for router in definition.routers:

@@ -7,6 +7,7 @@ Unexpected errors are logged with their trace and answered with a bare 500.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -31,6 +32,7 @@ class Problem(Exception):
         detail: str | None = None,
         *,
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
         **extensions: Any,
     ) -> None:
         super().__init__(detail or title)
@@ -38,6 +40,8 @@ class Problem(Exception):
         self.title = title
         self.detail = detail
         self.code = code
+        # Response headers, e.g. WWW-Authenticate on a 401 or Retry-After on a 503.
+        self.headers = dict(headers) if headers else None
         self.extensions = extensions
 
 
@@ -72,6 +76,7 @@ async def _problem(request: Request, exc: Exception) -> JSONResponse:
         detail=exc.detail,
         code=exc.code,
         instance=request.url.path,
+        headers=exc.headers,
         **exc.extensions,
     )
 

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from platform_common.auth.settings import AuthClientSettings
+
 
 class DatabaseSettings(BaseModel):
     # SQLite (aiosqlite) for the embedded mode, PostgreSQL (asyncpg) in production.
@@ -80,6 +82,8 @@ class ServiceSettings(BaseSettings):
     messaging: MessagingSettings = MessagingSettings()
     http: HttpClientSettings = HttpClientSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    # How this service verifies callers (JWKS, API key introspection): <PREFIX>AUTH__JWKS_URL and so on.
+    auth: AuthClientSettings = AuthClientSettings()
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path(".data")
 

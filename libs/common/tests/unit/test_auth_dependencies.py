@@ -1,0 +1,174 @@
+"""The FastAPI dependencies end to end through an app: 401 / 403 / 404 / 503 as problem details."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI
+
+from platform_common.auth import (
+    Authenticator,
+    CurrentPrincipal,
+    Principal,
+    install_authenticator,
+    internal,
+    public,
+    require,
+)
+from platform_common.problems import install_problem_handlers
+from platform_common.testing.auth import FakeClock, TokenFactory
+
+C, D = "7777777702", "1112223303"
+
+Reader = Annotated[Principal, Depends(require("buffer.read", client_nip_param="nip"))]
+
+
+def build_app(authenticator: Authenticator) -> FastAPI:
+    app = FastAPI()
+    install_problem_handlers(app)
+    install_authenticator(app, authenticator)
+    router = APIRouter()
+
+    @router.get("/open", dependencies=[Depends(public("test"))])
+    async def open_endpoint() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    @router.get("/me")
+    async def me(principal: CurrentPrincipal) -> dict[str, Any]:
+        return principal.summary()
+
+    @router.get("/clients/{nip}/invoices")
+    async def invoices(nip: str, principal: Reader) -> dict[str, str]:
+        return {"nip": nip, "by": principal.id}
+
+    @router.get("/search")
+    async def search(principal: Reader, nip: str | None = None) -> dict[str, str | None]:
+        return {"nip": nip}
+
+    @router.post("/internal/ping")
+    async def ping(principal: Annotated[Principal, Depends(internal())]) -> dict[str, str]:
+        return {"caller": principal.id}
+
+    app.include_router(router)
+    return app
+
+
+@pytest.fixture
+async def client(authenticator: Authenticator) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(authenticator))
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as c:
+        yield c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class TestAuthentication:
+    async def test_missing_credential_is_401_with_a_challenge(self, client: httpx.AsyncClient) -> None:
+        r = await client.get("/me")
+        assert r.status_code == 401
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["www-authenticate"] == 'Bearer realm="ksef-hub"'
+        assert r.json()["type"].endswith("/unauthenticated")
+
+    @pytest.mark.parametrize("header", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer   ", "Token abc"])
+    async def test_other_schemes_are_401(self, client: httpx.AsyncClient, header: str) -> None:
+        r = await client.get("/me", headers={"Authorization": header})
+        assert r.status_code == 401
+
+    async def test_invalid_token_is_401_invalid_token(self, client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+        r = await client.get("/me", headers=bearer(tokens.forged()))
+        assert r.status_code == 401
+        assert 'error="invalid_token"' in r.headers["www-authenticate"]
+        assert r.json()["type"].endswith("/invalid-credential")
+
+    async def test_valid_token(self, client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+        r = await client.get("/me", headers=bearer(tokens.mint(sub="u-9", perms=["ksef.read"])))
+        assert r.status_code == 200
+        assert r.json()["id"] == "u-9"
+
+    async def test_api_key_as_bearer_or_header(self, client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+        key = tokens.issue_api_key(sub="k-1", perms=["buffer.read"])
+        assert (await client.get("/me", headers=bearer(key))).json()["ptype"] == "api_key"
+        assert (await client.get("/me", headers={"X-API-Key": key})).json()["id"] == "k-1"
+
+    async def test_public_needs_nothing(self, client: httpx.AsyncClient) -> None:
+        assert (await client.get("/open")).status_code == 200
+
+    async def test_auth_svc_down_is_503(self, tokens: TokenFactory, clock: FakeClock) -> None:
+        def down(_request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("refused")
+
+        auth = Authenticator(tokens.settings(), service_name="t", clock=clock, transport=httpx.MockTransport(down))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(auth)), base_url="http://s") as c:
+            r = await c.get("/me", headers=bearer(tokens.mint()))
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "5"
+
+    async def test_credentials_never_reach_the_logs(
+        self, client: httpx.AsyncClient, tokens: TokenFactory, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        token, forged, key = tokens.mint(), tokens.forged(), tokens.issue_api_key(perms=["x"])
+        tokens.revoke_api_key(key)
+        for credential in (token, forged, key, "khk_bad"):
+            await client.get("/me", headers=bearer(credential))
+        assert "authentication failed" in caplog.text
+        for secret in (token, forged, key, key.rsplit("_", 1)[1], token.split(".")[2]):
+            assert secret not in caplog.text
+
+
+class TestAuthorisation:
+    async def test_permission_and_client(self, client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+        r = await client.get(f"/clients/{C}/invoices", headers=bearer(tokens.mint(perms=["buffer.read"], nips=[C])))
+        assert r.status_code == 200
+
+    async def test_missing_permission_is_403(self, client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+        r = await client.get(f"/clients/{C}/invoices", headers=bearer(tokens.mint(perms=["ksef.read"], nips=[C])))
+        assert r.status_code == 403
+        assert r.json()["permission"] == "buffer.read"
+        assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
+
+    async def test_a_client_outside_the_token_is_404_even_without_the_permission(
+        self, client: httpx.AsyncClient, tokens: TokenFactory
+    ) -> None:
+        for perms in (["buffer.read"], ["ksef.read"]):
+            r = await client.get(f"/clients/{D}/invoices", headers=bearer(tokens.mint(perms=perms, nips=[C])))
+            assert r.status_code == 404
+            assert r.json()["type"].endswith("/not-found")
+
+    async def test_star_reaches_every_client(self, client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+        r = await client.get(f"/clients/{D}/invoices", headers=bearer(tokens.mint(perms=["buffer.read"], nips=["*"])))
+        assert r.status_code == 200
+
+    async def test_the_client_nip_may_be_a_query_parameter(
+        self, client: httpx.AsyncClient, tokens: TokenFactory
+    ) -> None:
+        headers = bearer(tokens.mint(perms=["buffer.read"], nips=[C]))
+        assert (await client.get("/search", params={"nip": D}, headers=headers)).status_code == 404
+        assert (await client.get("/search", params={"nip": C}, headers=headers)).status_code == 200
+        assert (await client.get("/search", headers=headers)).status_code == 200
+
+    async def test_api_key_scopes_apply(self, client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+        key = tokens.issue_api_key(perms=["buffer.read"], nips=[C])
+        assert (await client.get(f"/clients/{C}/invoices", headers={"X-API-Key": key})).status_code == 200
+        assert (await client.get(f"/clients/{D}/invoices", headers={"X-API-Key": key})).status_code == 404
+
+    async def test_internal_is_for_service_tokens_only(self, client: httpx.AsyncClient, tokens: TokenFactory) -> None:
+        service = tokens.mint(sub="buffer-svc", ptype="service", org=None, org_kind=None, perms=["internal"])
+        user_with_internal = tokens.mint(perms=["internal", "ops"])
+        assert (await client.post("/internal/ping", headers=bearer(service))).json() == {"caller": "buffer-svc"}
+        assert (await client.post("/internal/ping", headers=bearer(user_with_internal))).status_code == 403
+        assert (await client.post("/internal/ping")).status_code == 401
+
+
+def test_require_needs_a_permission_and_public_a_reason() -> None:
+    with pytest.raises(ValueError, match="permission"):
+        require("")
+    with pytest.raises(ValueError, match="reason"):
+        public("  ")
