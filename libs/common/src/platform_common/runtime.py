@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fastapi import APIRouter
 from sqlalchemy import MetaData
@@ -22,6 +23,15 @@ from platform_common.telemetry import Telemetry, disabled_telemetry
 log = logging.getLogger(__name__)
 
 
+class Component(Protocol):
+    """A long-lived part of a service besides its API (a scheduler, a pool of KSeF sessions): started after
+    the runtime (database, transport, relay) and stopped before it, in reverse order."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     """Static description of a service, given to ``create_service_app`` by its ``main.create_app``."""
@@ -33,6 +43,7 @@ class ServiceDefinition:
     migrations: str
     routers: Sequence[APIRouter] = ()
     subscriptions: Callable[[ServiceRuntime], Sequence[Subscription]] = field(default=lambda _rt: ())
+    components: Callable[[ServiceRuntime], Sequence[Component]] = field(default=lambda _rt: ())
     version: str = "0.1.0"
     description: str = ""
 
@@ -78,6 +89,7 @@ class ServiceRuntime:
         )
         self.outbox.on_commit_wake(self.relay.wake_event)
         self._migrate_on_start = migrate_on_start
+        self.components: list[Component] = []
         self.started = False
 
     async def start(self) -> None:
@@ -90,10 +102,15 @@ class ServiceRuntime:
         self.transport.add_dispatcher(self.dispatcher)
         await self.transport.start()
         await self.relay.start()
+        for component in self.definition.components(self):
+            await component.start()
+            self.components.append(component)
         self.started = True
         log.info("%s started (transport=%s)", self.definition.name, self.settings.messaging.transport)
 
     async def stop(self) -> None:
+        while self.components:
+            await self.components.pop().stop()
         # Relay first: nothing may be published into a transport that is shutting down.
         await self.relay.stop()
         await self.transport.stop()

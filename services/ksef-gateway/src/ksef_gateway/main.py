@@ -2,6 +2,7 @@ from ksef_gateway.api import api_router
 from ksef_gateway.db import messaging_tables, metadata
 from ksef_gateway.messaging import subscriptions
 from ksef_gateway.settings import SCHEMA, SERVICE_NAME, GatewaySettings
+from ksef_gateway.wiring import Gateway
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
 from platform_common.runtime import ServiceDefinition
@@ -14,6 +15,7 @@ DEFINITION = ServiceDefinition(
     migrations="ksef_gateway:migrations",
     routers=(api_router,),
     subscriptions=subscriptions,
+    components=lambda runtime: (Gateway.of(runtime),),
     description="The only component that talks to KSeF: credentials, sessions, purchase sync, sales sending.",
 )
 
