@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from auth_svc.demo import CLIENT_ACTIVE, DEMO_PASSWORD, OFFICE_ADMIN
 from platform_common.testing import wait_until
 
 PREFIXES = ("/auth", "/gateway", "/buffer", "/approval", "/notify")
@@ -58,6 +59,12 @@ async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(
             # Its Latarnia and operator APIs live under the same prefix.
             assert (await client.get("/ksef-sim/status")).status_code == 200
             assert (await client.get("/ksef-sim/_sim/faults")).status_code == 200
+            # The CLI serves on this port and the services verify tokens against auth-svc there, not on 8000.
+            login = await client.post("/auth/login", json={"email": OFFICE_ADMIN, "password": DEMO_PASSWORD})
+            assert login.status_code == 200, login.text
+            bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+            whoami = await client.get(f"/buffer/clients/{CLIENT_ACTIVE[1]}/whoami", headers=bearer)
+            assert whoami.status_code == 200, whoami.text
             index = (await client.get("/")).json()
             assert set(index["services"]) == {
                 "auth-svc",

@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from ksef_hub.embedded import create_embedded_app
+    from ksef_hub.embedded import create_embedded_app, local_url
 
-    app = create_embedded_app(args.data_dir, public_url=f"http://{args.host}:{args.port}")
+    # The services call auth-svc at this URL (JWKS, tokens, introspection): it must be the port served here.
+    app = create_embedded_app(args.data_dir, public_url=local_url(args.host, args.port))
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=10)
 
 

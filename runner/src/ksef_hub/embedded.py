@@ -2,19 +2,24 @@
 
 Mounted apps' lifespans do not run by themselves (fastapi#811, starlette#649), so the root lifespan enters
 each one through an ``AsyncExitStack``: services start in order and stop in reverse.
+
+The services verify credentials exactly as in production: JWTs against auth-svc's JWKS and API keys through
+auth-svc's introspection, both over HTTP to the runner's own URL, each service with client credentials made
+for this run (``AuthWiring``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+import secrets
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from pydantic import SecretStr
 
 import approval_svc.main
@@ -31,6 +36,7 @@ from ksef_sim.main import create_app as create_ksef_sim_app
 from ksef_sim.settings import SimSettings
 from notify_svc.settings import NotifySettings
 from platform_common.app import AppFactory
+from platform_common.auth import public
 from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers
@@ -56,8 +62,11 @@ class EmbeddedService:
         return f"{self.definition.schema}.db"
 
 
+AUTH_PREFIX = "/auth"
+AUTH_SERVICE = EmbeddedService(AUTH_PREFIX, auth_svc.main.DEFINITION, AuthSettings, auth_svc.main.create_app)
+
 SERVICES: tuple[EmbeddedService, ...] = (
-    EmbeddedService("/auth", auth_svc.main.DEFINITION, AuthSettings, auth_svc.main.create_app),
+    AUTH_SERVICE,
     EmbeddedService("/gateway", ksef_gateway.main.DEFINITION, GatewaySettings, ksef_gateway.main.create_app),
     EmbeddedService("/buffer", buffer_svc.main.DEFINITION, BufferSettings, buffer_svc.main.create_app),
     EmbeddedService("/approval", approval_svc.main.DEFINITION, ApprovalSettings, approval_svc.main.create_app),
@@ -65,13 +74,57 @@ SERVICES: tuple[EmbeddedService, ...] = (
 )
 
 
-def embedded_settings(service: EmbeddedService, data_dir: Path) -> ServiceSettings:
-    # Environment variables still apply to every other field (e.g. AUTH_TELEMETRY__ENABLED=true).
-    return service.settings_cls(
-        db=DatabaseSettings(url=SecretStr(f"sqlite+aiosqlite:///{(data_dir / service.db_file).resolve()}")),
-        messaging=MessagingSettings(transport="inprocess", relay_poll_interval_s=0.2),
-        data_dir=data_dir,
-    )
+def local_url(host: str, port: int) -> str:
+    """The URL that reaches a server bound to ``host``: a wildcard bind address is not one to call."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104  # compared, not bound
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class AuthWiring:
+    """How the other services reach the mounted auth-svc, and the client secret each one proves itself with."""
+
+    url: str
+    client_secrets: Mapping[str, SecretStr]
+
+    @classmethod
+    def for_run(cls, public_url: str) -> AuthWiring:
+        # Made afresh on every start rather than kept in the data folder: they only have to agree inside this
+        # one process, and so no credential is left on disk.
+        client_secrets = {s.name: SecretStr(secrets.token_urlsafe(32)) for s in SERVICES if s is not AUTH_SERVICE}
+        return cls(url=public_url.rstrip("/") + AUTH_PREFIX, client_secrets=client_secrets)
+
+    def client_settings(self, service_name: str, auth: AuthSettings) -> dict[str, Any]:
+        """``AuthClientSettings`` fields for one service (a dict, so <PREFIX>AUTH__* variables fill the rest)."""
+        return {
+            "jwks_url": f"{self.url}/.well-known/jwks.json",
+            "introspection_url": f"{self.url}/internal/introspect",
+            "token_url": f"{self.url}/oauth/token",
+            "issuer": auth.issuer,
+            "audience": auth.audience,
+            "client_id": service_name,
+            "client_secret": self.client_secrets[service_name],
+        }
+
+
+def embedded_settings(service: EmbeddedService, data_dir: Path, wiring: AuthWiring) -> ServiceSettings:
+    # Environment variables still apply to every other field (e.g. AUTH_TELEMETRY__ENABLED=true); the runner
+    # owns the database, the transport and how the services reach auth-svc.
+    values: dict[str, Any] = {
+        "db": DatabaseSettings(url=SecretStr(f"sqlite+aiosqlite:///{(data_dir / service.db_file).resolve()}")),
+        "messaging": MessagingSettings(transport="inprocess", relay_poll_interval_s=0.2),
+        "data_dir": data_dir,
+    }
+    if service is not AUTH_SERVICE:
+        auth = embedded_settings(AUTH_SERVICE, data_dir, wiring)
+        assert isinstance(auth, AuthSettings)
+        return service.settings_cls(**values, auth=wiring.client_settings(service.name, auth))
+    # A dict, merged with AUTH_SERVICE_CREDENTIALS: clients registered there keep working.
+    settings = AuthSettings(**values, service_credentials=dict(wiring.client_secrets))
+    if "link_base_url" not in settings.model_fields_set:
+        # Invitation and reset links point at this runner, on whatever port it listens.
+        settings = settings.model_copy(update={"link_base_url": wiring.url})
+    return settings
 
 
 # The local KSeF 2.0 simulator rides along so the platform has a KSeF to talk to without the Ministry's TEST host.
@@ -86,10 +139,13 @@ def ksef_sim_settings(data_dir: Path) -> SimSettings:
 
 
 def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8000") -> FastAPI:
+    """The platform to serve at ``public_url`` (the services call auth-svc there: it must be where it listens)."""
+    public_url = public_url.rstrip("/")
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     bus = InProcessBus()
-    apps = [(s, s.create_app(embedded_settings(s, data_dir), bus=bus, migrate_on_start=True)) for s in SERVICES]
+    wiring = AuthWiring.for_run(public_url)
+    apps = [(s, s.create_app(embedded_settings(s, data_dir, wiring), bus=bus, migrate_on_start=True)) for s in SERVICES]
     ksef_sim_app = create_ksef_sim_app(ksef_sim_settings(data_dir))
 
     @asynccontextmanager
@@ -101,7 +157,7 @@ def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8
             for _service, sub_app in apps:
                 await stack.enter_async_context(sub_app.router.lifespan_context(sub_app))
             # The demo accounts the README lists (idempotent: existing users keep their passwords).
-            auth_app = next(a for s, a in apps if s.definition is auth_svc.main.DEFINITION)
+            auth_app = next(a for s, a in apps if s is AUTH_SERVICE)
             await auth_svc.demo.ensure_demo_data(auth_app.state.runtime)
             lines = [f"KSeF Hub (embedded) is up at {public_url} - data in {data_dir}"]
             lines += [f"  {s.name:<13} {public_url}{s.prefix}  (ready: {public_url}{s.prefix}/readyz)" for s, _ in apps]
@@ -115,7 +171,7 @@ def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8
     root = FastAPI(title="KSeF Hub (embedded)", lifespan=lifespan)
     install_problem_handlers(root)
 
-    @root.get("/", summary="What runs here")
+    @root.get("/", summary="What runs here", dependencies=[Depends(public("service directory; links only"))])
     async def index(request: Request) -> dict[str, Any]:
         base = str(request.base_url).rstrip("/")
         return {
@@ -125,7 +181,7 @@ def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8
             "ksefSimulator": {"url": f"{base}{KSEF_SIM_PREFIX}/v2", "docs": f"{base}{KSEF_SIM_PREFIX}/docs"},
         }
 
-    @root.get("/healthz")
+    @root.get("/healthz", dependencies=[Depends(public("liveness probe of the whole process"))])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 

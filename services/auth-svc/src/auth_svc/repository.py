@@ -305,3 +305,10 @@ class Repository:
             .where(login_throttle.c.key == key)
             .values(window_started_at=window_started_at, attempts=attempts)
         )
+
+    async def purge_throttles(self, started_before: datetime) -> int:
+        """Rows whose window started at or before ``started_before``; returns how many went."""
+        result = await self.s.execute(
+            delete(login_throttle).where(login_throttle.c.window_started_at <= started_before)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -153,6 +153,7 @@ class AuthService:
         self._box = SecretBox(key)
         self.passwords = Passwords(settings.password_hash)
         self.keys = KeyStore(sessionmaker, self._box, settings, clock)
+        self._throttles_purged_at: datetime | None = None
 
     @property
     def clock(self) -> Clock:
@@ -626,6 +627,7 @@ class AuthService:
         key = hashlib.sha256("\x1f".join((scope, *parts)).encode()).hexdigest()
         window = timedelta(seconds=self.settings.login_rate_window_s)
         limit = self.settings.login_rate_limit
+        await self._purge_throttles(window)
         retry_after = 0
         try:
             async with self._tx() as repo:
@@ -643,6 +645,24 @@ class AuthService:
             pass  # two first attempts raced to create the row: the other one counted
         if retry_after:
             raise RateLimited(retry_after)
+
+    async def _purge_throttles(self, window: timedelta) -> None:
+        """Delete throttle rows whose window has run out, at most once per window per replica.
+
+        Such a row counts for nothing (the next attempt with its key starts a new window, exactly as with no
+        row), but one is left behind for every (e-mail, address) ever tried: unpurged, a password-spraying
+        run would grow the table without bound.
+        """
+        now = self.clock()
+        last = self._throttles_purged_at
+        # A clock that went backwards (tests replace it) must not postpone the purge indefinitely.
+        if last is not None and timedelta(0) <= now - last < window:
+            return
+        self._throttles_purged_at = now
+        async with self._tx() as repo:
+            purged = await repo.purge_throttles(now - window)
+        if purged:
+            log.debug("purged %d expired login throttle rows", purged)
 
     async def _context(
         self, repo: Repository, user_id: uuid.UUID, org_id: uuid.UUID | None, amr: Iterable[str]
@@ -1120,23 +1140,42 @@ class AuthService:
             org = await repo.organisation(row.organisation_id)
             if org is None:
                 return None
+            # A key never outgrows its creator: it holds its stored scope only as far as the creator holds it
+            # now, so demoting or restricting the creator narrows their keys at once (within the verifiers'
+            # introspection cache), and a creator who left or was deactivated leaves keys that open nothing.
+            creator = await self._current_grant(repo, row.created_by, org.id)
+            if creator is None:
+                return None
+            perms = frozenset(row.perms) & creator.perms
+            if not perms:
+                return None
             touch = timedelta(seconds=self.settings.api_key_touch_interval_s)
             if row.last_used_at is None or now - row.last_used_at >= touch:
                 await repo.update_api_key(key_id, last_used_at=now)
-            if org.kind == OrgKind.OFFICE:
-                reachable = await repo.active_client_nips(org.id)
-            else:
-                reachable = [org.nip] if org.nip else []
-            nips = [n for n in reachable if row.nips is None or n in row.nips]
+            # The creator's NIPs are the organisation's active clients (an office member limited to some
+            # clients: those), or the company's own NIP: a relation that stopped being active drops out here.
+            nips = [n for n in creator.nips if row.nips is None or n in row.nips]
             return Principal(
                 sub=key_id,
                 ptype="api_key",
                 org=org.id,
                 org_kind=org.kind,
                 roles=(),
-                perms=frozenset(row.perms),
+                perms=perms,
                 nips=tuple(nips),
             )
+
+    async def _current_grant(self, repo: Repository, user_id: uuid.UUID | None, org_id: uuid.UUID) -> Principal | None:
+        """What an active user may do in the organisation right now; None without a membership there."""
+        if user_id is None:
+            return None
+        user = await repo.user(user_id)
+        if user is None or not user.is_active:
+            return None
+        try:
+            return await self._context(repo, user_id, org_id, ())
+        except Problem:
+            return None
 
     async def introspect(self, api_key: str | None = None, token: str | None = None) -> dict[str, Any]:
         principal: Principal | None = None

@@ -121,3 +121,46 @@ class TestApiKeys:
             f"/organisations/{org}/api-keys", json={"name": "y", "perms": ["ksef.read"]}, headers=await h.headers("ops")
         )
         assert response.status_code == 403
+
+    async def test_a_key_never_outgrows_its_creator(self, h: AuthHarness) -> None:
+        org, creator, other = h.world.orgs["A"], h.world.users["a_admin"], h.world.users["a_accountant"]
+        created = await _create(h, perms=["buffer.read", "clients.manage", "users.manage"])
+        key = {"X-API-Key": str(created["key"])}
+        service = await h.service_headers()
+
+        async def introspect() -> dict[str, object]:
+            response = await h.client.post("/internal/introspect", json={"api_key": created["key"]}, headers=service)
+            assert response.status_code == 200, response.text
+            answer: dict[str, object] = response.json()
+            return answer
+
+        assert (await h.client.get(f"/organisations/{org}/members", headers=key)).status_code == 200
+        # A second admin (the promoted accountant, logging in anew) demotes the key's creator.
+        admin = await h.headers("a_admin")
+        promoted = await h.client.patch(
+            f"/organisations/{org}/members/{other}", json={"role": "office_admin"}, headers=admin
+        )
+        assert promoted.status_code == 200, promoted.text
+        second_admin = await h.headers("a_accountant")
+        member = f"/organisations/{org}/members/{creator}"
+        demoted = await h.client.patch(member, json={"role": "office_accountant"}, headers=second_admin)
+        assert demoted.status_code == 200, demoted.text
+        info = await introspect()
+        assert info["active"] is True and info["perms"] == ["buffer.read"] and info["nips"] == ["7777777702"]
+        assert (await h.client.get(f"/organisations/{org}/members", headers=key)).status_code == 403
+
+        # Limited to the pending client only, the creator reaches no client: neither does the key.
+        limited = await h.client.patch(member, json={"client_ids": [str(h.world.orgs["E"])]}, headers=second_admin)
+        assert limited.status_code == 200, limited.text
+        assert (await introspect())["nips"] == []
+
+        # The stored scope is intact: promoted back, the creator's key is whole again.
+        restored = await h.client.patch(member, json={"role": "office_admin", "client_ids": None}, headers=second_admin)
+        assert restored.status_code == 200, restored.text
+        info = await introspect()
+        assert info["perms"] == ["buffer.read", "clients.manage", "users.manage"] and info["nips"] == ["7777777702"]
+
+        # A creator who left the organisation leaves keys that open nothing.
+        assert (await h.client.delete(member, headers=second_admin)).status_code == 204
+        assert await introspect() == {"active": False}
+        assert (await h.client.get(f"/organisations/{org}", headers=key)).status_code == 401

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 import jwt
+from sqlalchemy import select
 
+from auth_svc.db import login_throttle
 from auth_svc.testing import PASSWORD, AuthHarness, harness_fixture
 
 h_any = harness_fixture("h_any", databases="both")
@@ -108,3 +112,25 @@ class TestRateLimit:
 
         h_any.clock.advance(seconds=301)
         assert (await h_any.login("c_owner")).status_code == 401  # the window is over; still locked
+
+    async def test_expired_windows_are_purged(self, h_any: AuthHarness) -> None:
+        async def windows() -> list[timedelta]:
+            async with h_any.service._sessionmaker() as session:
+                rows = (await session.execute(select(login_throttle.c.window_started_at))).scalars().all()
+            return sorted(started - start for started in rows)
+
+        start = h_any.clock.now
+        for name in ("c_owner", "c_member", "d_owner"):
+            await h_any.login(name, password="wrong password!")
+        assert await windows() == [timedelta(0)] * 3
+        h_any.clock.advance(seconds=200)
+        await h_any.login("a_admin")
+        assert len(await windows()) == 4, "no purge before a window has passed"
+        h_any.clock.advance(seconds=100)
+        await h_any.login("b_admin")
+        # The three windows that ran out are gone; the running one and the new one stay.
+        assert await windows() == [timedelta(seconds=200), timedelta(seconds=300)]
+        # A purged key starts afresh, exactly as it would have with its stale row.
+        for _ in range(10):
+            _problem(await h_any.login("c_member", password="wrong password!"), 401)
+        _problem(await h_any.login("c_member"), 429)

@@ -1,7 +1,8 @@
 """How a service reaches auth-svc and how strictly it checks what auth-svc signed.
 
-The defaults fit the embedded mode (auth-svc mounted at ``http://127.0.0.1:8000/auth``). In the distributed
-mode each service sets ``<PREFIX>AUTH__JWKS_URL``, ``<PREFIX>AUTH__INTROSPECTION_URL``,
+The defaults point at the embedded mode's default address (auth-svc mounted at
+``http://127.0.0.1:8000/auth``); the embedded runner sets them to the address it actually serves. In the
+distributed mode each service sets ``<PREFIX>AUTH__JWKS_URL``, ``<PREFIX>AUTH__INTROSPECTION_URL``,
 ``<PREFIX>AUTH__TOKEN_URL`` and ``<PREFIX>AUTH__CLIENT_SECRET`` (e.g. ``BUFFER_AUTH__CLIENT_SECRET``).
 
 This module must not import ``platform_common.settings``: that module embeds this section.

@@ -281,12 +281,20 @@ class _Server(uvicorn.Server):
         yield
 
 
-@asynccontextmanager
-async def serve_on_loopback(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve an ASGI app (lifespan not run: the caller manages it) with uvicorn on 127.0.0.1:<free port>."""
+def loopback_socket() -> socket.socket:
+    """A TCP socket bound to 127.0.0.1 on a free port: for an app that must know its own URL before it serves
+    (bound, not just probed for a free port, so nothing can take the port in between)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@asynccontextmanager
+async def serve_on_loopback(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app (lifespan not run: the caller manages it) with uvicorn on 127.0.0.1:<free port>, or on
+    ``sock`` (from ``loopback_socket``; closed afterwards)."""
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
     server = _Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]))

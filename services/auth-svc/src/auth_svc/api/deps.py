@@ -1,7 +1,11 @@
 """Dependencies of the HTTP layer: the service object and the caller (``Principal``).
 
-auth-svc verifies bearer tokens with its own key store: it is the issuer, so it needs no JWKS round trip.
-``get_principal`` is the only place that knows how; swap it for ``platform_common.auth`` when that lands.
+auth-svc verifies bearer tokens with its own key store and API keys against its own tables: it is the issuer,
+so ``platform_common.auth`` (a JWKS fetch and an introspection call, both to auth-svc itself) would only add
+round trips. Its dependencies carry the same rule markers instead (``platform_common.auth.rules.mark``), so
+``assert_every_route_has_a_rule`` checks auth-svc like every other service. Rules that depend on the
+organisation in the path (404 outside it, 403 inside without the permission) are decided by the service;
+the dependencies only say who may get that far.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from auth_svc.clock import system_clock
+from auth_svc.domain.roles import Perm
 from auth_svc.principal import Principal
 from auth_svc.service import API_KEY_PREFIX, AuthService, RateLimited
 from auth_svc.settings import AuthSettings
+from platform_common.auth.rules import AuthRule, RuleKind, mark
 from platform_common.problems import Problem
 from platform_common.runtime import ServiceRuntime
 
@@ -66,6 +72,8 @@ async def get_principal(request: Request, service: Service) -> Principal:
         raise _unauthorized("The token is invalid or expired.") from None
 
 
+mark(get_principal, AuthRule(RuleKind.AUTHENTICATED))
+
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
@@ -76,7 +84,21 @@ def require_service(principal: CurrentPrincipal) -> Principal:
     return principal
 
 
+mark(require_service, AuthRule(RuleKind.INTERNAL))
+
 ServicePrincipal = Annotated[Principal, Depends(require_service)]
+
+
+def require_ops(principal: CurrentPrincipal) -> Principal:
+    """Platform operations (signing keys): only the ``ops`` permission, whatever the organisation."""
+    if not principal.is_ops:
+        raise Problem(403, "Forbidden", "Only platform operators may do this.", code="forbidden")
+    return principal
+
+
+mark(require_ops, AuthRule(RuleKind.PERMISSION, permission=Perm.OPS))
+
+OpsPrincipal = Annotated[Principal, Depends(require_ops)]
 
 
 def client_ip(request: Request) -> str | None:

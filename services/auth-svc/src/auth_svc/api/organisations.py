@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from auth_svc.api.deps import CurrentPrincipal, Service, ServicePrincipal
+from auth_svc.api.deps import CurrentPrincipal, OpsPrincipal, Service, ServicePrincipal
 from auth_svc.api.schemas import (
     ApiKey,
     ApiKeyCreate,
@@ -174,11 +174,11 @@ async def roles(_principal: CurrentPrincipal, service: Service) -> dict[str, lis
 
 
 @admin_router.get("/admin/signing-keys", response_model=list[SigningKey])
-async def signing_keys(principal: CurrentPrincipal, service: Service) -> Any:
+async def signing_keys(principal: OpsPrincipal, service: Service) -> Any:
     return await service.signing_keys(principal)
 
 
 @admin_router.post("/admin/signing-keys/rotate", response_model=Rotation)
-async def rotate_signing_key(principal: CurrentPrincipal, service: Service) -> Any:
+async def rotate_signing_key(principal: OpsPrincipal, service: Service) -> Any:
     """A new key signs from now on; the previous one stays in the JWKS until its last token has expired."""
     return await service.rotate_signing_key(principal)

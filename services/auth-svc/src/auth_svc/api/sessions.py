@@ -1,7 +1,8 @@
 """Login, tokens, JWKS, introspection, invitations, password reset and the caller's own account.
 
 Public endpoints (login, refresh, logout, client credentials, JWKS, invitation acceptance, password reset)
-are authenticated by what their body carries; everything else needs a bearer credential.
+are authenticated by what their body carries, and say so with ``public(reason)``: the route-rule test fails
+for any endpoint that has neither that nor a credential dependency. Everything else needs a bearer credential.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from auth_svc.api.schemas import (
 )
 from auth_svc.principal import Principal
 from auth_svc.service import TokenPair
+from platform_common.auth import public
 from platform_common.problems import Problem
 
 router = APIRouter(tags=["sessions"])
@@ -45,7 +47,12 @@ def _tokens(pair: TokenPair) -> TokenResponse:
     )
 
 
-@router.post("/login", response_model=TokenResponse, summary="E-mail + password (+ TOTP code) -> tokens")
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    summary="E-mail + password (+ TOTP code) -> tokens",
+    dependencies=[Depends(public("the password (and TOTP code) in the body is the credential"))],
+)
 async def login(body: LoginRequest, request: Request, service: Service) -> TokenResponse:
     with rate_limit_as_problem():
         pair = await service.login(
@@ -58,7 +65,12 @@ async def login(body: LoginRequest, request: Request, service: Service) -> Token
     return _tokens(pair)
 
 
-@router.post("/token/refresh", response_model=TokenResponse, summary="Rotate a refresh token")
+@router.post(
+    "/token/refresh",
+    response_model=TokenResponse,
+    summary="Rotate a refresh token",
+    dependencies=[Depends(public("the refresh token in the body is the credential"))],
+)
 async def refresh(body: RefreshRequest, request: Request, service: Service) -> TokenResponse:
     pair = await service.refresh(
         body.refresh_token.get_secret_value(), organisation_id=body.organisation_id, ip=client_ip(request)
@@ -66,7 +78,12 @@ async def refresh(body: RefreshRequest, request: Request, service: Service) -> T
     return _tokens(pair)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke the refresh token's family")
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke the refresh token's family",
+    dependencies=[Depends(public("the refresh token in the body is the credential"))],
+)
 async def logout(body: LogoutRequest, service: Service) -> Response:
     await service.logout(body.refresh_token.get_secret_value())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -101,6 +118,7 @@ async def _client_credentials(request: Request) -> dict[str, str]:
     "/oauth/token",
     response_model=ServiceTokenResponse,
     summary="Client credentials -> service token",
+    dependencies=[Depends(public("the client id and secret (body or HTTP Basic) are the credential"))],
     openapi_extra={
         "requestBody": {
             "content": {
@@ -129,7 +147,11 @@ async def oauth_token(
     return ServiceTokenResponse(**await service.service_token(fields["client_id"], fields["client_secret"]))
 
 
-@router.get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
+@router.get(
+    "/.well-known/jwks.json",
+    summary="Public keys that verify access tokens",
+    dependencies=[Depends(public("public keys every verifier fetches; nothing secret"))],
+)
 async def jwks(response: Response, service: Service) -> dict[str, Any]:
     # Verifiers refetch on an unknown kid, so a short cache is safe across rotations.
     response.headers["Cache-Control"] = "public, max-age=300"
@@ -144,7 +166,12 @@ async def introspect(body: IntrospectRequest, _caller: ServicePrincipal, service
     )
 
 
-@router.post("/invitations/accept", response_model=Membership, summary="Use an invitation link's token")
+@router.post(
+    "/invitations/accept",
+    response_model=Membership,
+    summary="Use an invitation link's token",
+    dependencies=[Depends(public("the single-use invitation token in the body is the credential"))],
+)
 async def accept_invitation(body: InvitationAccept, request: Request, service: Service) -> dict[str, Any]:
     return await service.accept_invitation(
         body.token.get_secret_value(),
@@ -154,7 +181,12 @@ async def accept_invitation(body: InvitationAccept, request: Request, service: S
     )
 
 
-@router.post("/password-reset", status_code=status.HTTP_202_ACCEPTED, summary="Mail a reset link if the account exists")
+@router.post(
+    "/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Mail a reset link if the account exists",
+    dependencies=[Depends(public("for users who cannot log in; same answer for every e-mail, rate limited"))],
+)
 async def request_password_reset(body: PasswordResetRequest, request: Request, service: Service) -> dict[str, str]:
     with rate_limit_as_problem():
         await service.request_password_reset(body.email, ip=client_ip(request))
@@ -162,7 +194,10 @@ async def request_password_reset(body: PasswordResetRequest, request: Request, s
 
 
 @router.post(
-    "/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT, summary="Set a new password with the link"
+    "/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Set a new password with the link",
+    dependencies=[Depends(public("the single-use reset token in the body is the credential"))],
 )
 async def confirm_password_reset(body: PasswordResetConfirm, request: Request, service: Service) -> Response:
     await service.confirm_password_reset(

@@ -1,0 +1,119 @@
+"""The deployment descriptions wire authentication the way ADR 0002 needs, checked by loading each service's real
+settings class from the environment a container would get (there is no Docker engine or cluster here to run them).
+
+- every non-auth service finds auth-svc's JWKS, token and introspection endpoints at auth-svc's address and has a
+  client secret, the very one auth-svc has registered for it (else its API key checks fail with 503);
+- auth-svc starts in production (AUTH_SECRETS_KEY), and so does its migrate step, which reads the same settings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import yaml
+
+from approval_svc.settings import ApprovalSettings
+from auth_svc.settings import AuthSettings
+from buffer_svc.settings import BufferSettings
+from ksef_gateway.settings import GatewaySettings
+from notify_svc.settings import NotifySettings
+from platform_common.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S_BASE = ROOT / "deploy" / "k8s" / "base"
+CLIENTS: dict[str, type[ServiceSettings]] = {
+    "ksef-gateway": GatewaySettings,
+    "buffer-svc": BufferSettings,
+    "approval-svc": ApprovalSettings,
+    "notify-svc": NotifySettings,
+}
+
+
+def _settings(cls: type[ServiceSettings], env: Mapping[str, str]) -> Any:
+    with mock.patch.dict(os.environ, env, clear=True):
+        return cls()
+
+
+def _check_platform(auth: AuthSettings, clients: Mapping[str, ServiceSettings], auth_url: str) -> None:
+    assert auth.environment == "production" and auth.secrets_key is not None
+    for name, settings in clients.items():
+        client = settings.auth
+        assert client.jwks_url == f"{auth_url}/.well-known/jwks.json", name
+        assert client.introspection_url == f"{auth_url}/internal/introspect", name
+        assert client.token_url == f"{auth_url}/oauth/token", name
+        assert client.client_id in (None, name), name
+        assert client.client_secret is not None, name
+        registered = auth.service_credentials.get(name)
+        assert registered is not None, f"auth-svc does not know {name}'s client secret"
+        assert registered.get_secret_value() == client.client_secret.get_secret_value(), name
+    secrets = {s.get_secret_value() for s in auth.service_credentials.values()}
+    assert len(secrets) == len(clients), "one secret per service"
+
+
+class TestCompose:
+    @staticmethod
+    def _env(service: str) -> dict[str, str]:
+        compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+        env = compose["services"][service]["environment"]
+        # Compose interpolation with no variable set: ${NAME:-default} becomes default.
+        return {k: re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
+
+    def test_services_reach_auth_svc_with_registered_secrets(self) -> None:
+        auth = _settings(AuthSettings, self._env("auth-svc"))
+        clients = {name: _settings(cls, self._env(name)) for name, cls in CLIENTS.items()}
+        # auth-svc's container port on the compose network.
+        _check_platform(auth, clients, "http://auth-svc:8000")
+
+    def test_the_migrate_step_starts(self) -> None:
+        assert _settings(AuthSettings, self._env("auth-svc-migrate")).secrets_key is not None
+
+
+def _k8s_env(path: Path, secrets: Mapping[tuple[str, str], str]) -> dict[str, str]:
+    """The environment of a manifest's first container: its ConfigMap from config.env, secretKeyRefs from
+    ``secrets``, and $(NAME) references expanded as the kubelet does."""
+    container = yaml.safe_load(path.read_text())["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    if any("configMapRef" in source for source in container.get("envFrom", [])):
+        for line in (path.parent / "config.env").read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                env[key] = value
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\(([A-Za-z0-9_]+)\)", lambda m: env.get(m[1], m[0]), str(item["value"]))
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secrets[(ref["name"], ref["key"])]
+    return env
+
+
+@pytest.fixture
+def k8s_secrets() -> dict[tuple[str, str], str]:
+    """Every key the base may reference, with distinct made-up values (what `kubectl create secret` would hold)."""
+    values = {("ksef-hub-auth", "AUTH_SECRETS_KEY"): "a3NlZi1odWItZGV2LW9ubHktc2VjcmV0cy1rZXktMzI="}
+    for prefix in ("AUTH", "GATEWAY", "BUFFER", "APPROVAL", "NOTIFY"):
+        values[("ksef-hub-db", f"{prefix}_DB__URL")] = f"postgresql+asyncpg://{prefix.lower()}:x@db:5432/ksefhub"
+        values[("ksef-hub-service-credentials", f"{prefix}_AUTH__CLIENT_SECRET")] = f"{prefix.lower()}-0123abcd"
+    return values
+
+
+class TestKubernetes:
+    def test_services_reach_auth_svc_with_registered_secrets(self, k8s_secrets: dict[tuple[str, str], str]) -> None:
+        auth = _settings(AuthSettings, _k8s_env(K8S_BASE / "auth-svc" / "deployment.yaml", k8s_secrets))
+        clients = {
+            name: _settings(cls, _k8s_env(K8S_BASE / name / "deployment.yaml", k8s_secrets))
+            for name, cls in CLIENTS.items()
+        }
+        service = yaml.safe_load((K8S_BASE / "auth-svc" / "service.yaml").read_text())
+        assert [p["port"] for p in service["spec"]["ports"]] == [80], "the URLs below omit the port"
+        _check_platform(auth, clients, "http://auth-svc")
+
+    def test_the_migrate_job_starts(self, k8s_secrets: dict[tuple[str, str], str]) -> None:
+        env = _k8s_env(K8S_BASE / "auth-svc" / "migrate-job.yaml", k8s_secrets)
+        assert _settings(AuthSettings, env).secrets_key is not None
