@@ -1,8 +1,221 @@
 """The service's tables, all in its own schema ``gateway``."""
 
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    Uuid,
+)
+from sqlalchemy.engine import Dialect
+
 from ksef_gateway.settings import SCHEMA
 from platform_common.db import make_metadata
-from platform_common.messaging.tables import add_messaging_tables
+from platform_common.messaging.tables import Json, add_messaging_tables
 
 metadata = make_metadata(SCHEMA)
 messaging_tables = add_messaging_tables(metadata)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware on both databases: SQLite hands back naive values, which are UTC here by construction."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if not isinstance(value, datetime):
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --- KSeF sessions, context leases and the communication log (gateway_0002) ------------------------------------
+# One row per context NIP while a replica owns it: acquired and renewed by conditional UPDATE/INSERT (ownership.py),
+# so exactly one holder at a time on PostgreSQL and SQLite alike; a lease not renewed by expires_at is free.
+context_lease = Table(
+    "context_lease",
+    metadata,
+    Column("context_nip", String(10), primary_key=True),
+    Column("holder", String(200), nullable=False),  # the replica id
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("renewed_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index(None, "holder"),
+)
+
+# Every KSeF call per client context (NULL for public calls such as the Ministry's keys): what, how it ended, which
+# reference numbers and KSeF codes; never tokens, challenges, keys or invoice content (communication.py).
+communication_log = Table(
+    "communication_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("context_nip", String(10), nullable=True),
+    Column("environment", String(8), nullable=False),
+    Column("operation", String(64), nullable=False),
+    Column("http_status", Integer, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("reference_numbers", Json, nullable=False),
+    Column("error_codes", Json, nullable=False),
+    Column("description", String(500), nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("replica_id", String(200), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index(None, "context_nip", "id"),
+    Index(None, "at"),
+)
+
+
+# --- credential vault (gateway_0003) ---------------------------------------------------------------------------
+# One credential per KSeF context NIP. The secret (KSeF token, or the unencrypted private key of a certificate)
+# exists only as AES-256-GCM ciphertext under a per-row data key, itself wrapped by a master key
+# (domain/envelope.py); both are bound to (id, context_nip) as associated data. The certificate is public and kept
+# in the clear. Nothing here is ever returned by the API except the status columns.
+credential = Table(
+    "credential",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("context_nip", String(10), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # ksef_token | certificate
+    Column("model", String(16), nullable=False),  # client | delegated
+    Column("scope", String(16), nullable=False),  # read | read_send
+    Column("environment", String(8), nullable=False),  # sim | test | demo | prod
+    Column("sync_subject3", Boolean, nullable=False),
+    Column("sync_subject_authorized", Boolean, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("permissions", Json, nullable=False),  # the KSeF permissions seen at the last authentication
+    Column("valid_until", UtcDateTime, nullable=True),
+    Column("last_authenticated_at", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_at", UtcDateTime, nullable=True),
+    Column("token_reference", String(40), nullable=True),
+    Column("certificate_pem", Text, nullable=True),
+    Column("certificate_fingerprint", String(64), nullable=True),
+    Column("certificate_subject", String(500), nullable=True),
+    Column("secret_ciphertext", LargeBinary, nullable=False),
+    Column("wrapped_data_key", LargeBinary, nullable=False),
+    Column("master_key_id", String(64), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    # Rotation walks the rows still wrapped by a retired master key.
+    Index(None, "master_key_id"),
+)
+
+
+# --- purchase sync (gateway_0004) ------------------------------------------------------------------------------
+# Every purchase invoice fetched for a client, once per (client NIP, KSeF number): overlapping HWM windows and
+# restarts re-fetch, and this key makes storing idempotent. The raw XML is kept in the row itself (not a file
+# under data_dir) so the invoice, its XML and its invoice.fetched outbox row commit or roll back together: no orphan
+# or missing files after a crash, one backup, and KSeF caps an invoice at 1 MB (3 MB with attachments), which
+# PostgreSQL TOASTs and compresses. Amounts are in the invoice currency (KodWaluty); vat_amount_pln as KSeF
+# reports VAT in its metadata.
+purchase_invoice = Table(
+    "purchase_invoice",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("ksef_number", String(36), primary_key=True),
+    Column("subject_type", String(20), nullable=False),  # Subject2 | Subject3 | SubjectAuthorized
+    Column("form", String(16), nullable=False),  # FA (3) | FA (2)
+    Column("invoice_number", String(256), nullable=False),  # P_2
+    Column("issue_date", Date, nullable=False),  # P_1
+    Column("seller_nip", String(20), nullable=False),
+    Column("seller_name", String(512), nullable=True),
+    Column("buyer_identifier_type", String(16), nullable=False),  # Nip | VatUe | Other | None
+    Column("buyer_identifier", String(64), nullable=True),
+    Column("buyer_name", String(512), nullable=True),
+    Column("third_subjects", Json, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("net_amount", Numeric(18, 2), nullable=False),
+    Column("vat_amount", Numeric(18, 2), nullable=False),
+    Column("gross_amount", Numeric(18, 2), nullable=False),
+    Column("vat_amount_pln", Numeric(18, 2), nullable=False),
+    Column("invoice_type", String(8), nullable=False),  # RodzajFaktury
+    Column("corrected_ksef_number", String(36), nullable=True),
+    Column("corrected_invoice_number", String(256), nullable=True),
+    Column("corrected_invoices", Json, nullable=False),
+    Column("invoice_hash", String(44), nullable=False),  # base64 SHA-256 of the exact bytes, as KSeF reports it
+    Column("xml", LargeBinary, nullable=False),
+    Column("xml_size", Integer, nullable=False),
+    Column("acquisition_date", UtcDateTime, nullable=False),  # the legal receipt date (REFERENCE.md §9)
+    Column("permanent_storage_date", UtcDateTime, nullable=True),
+    Column("invoicing_date", UtcDateTime, nullable=True),
+    Column("fetched_at", UtcDateTime, nullable=False),
+    Column("fetched_via", String(16), nullable=False),  # export | download
+    Column("event_id", Uuid, nullable=False),  # the invoice.fetched envelope written with this row
+    Index(None, "client_nip", "acquisition_date", "ksef_number"),
+)
+
+# Per client: the month-close day that orders the queue, the backfill depth, and the queued "fetch now" request.
+sync_client = Table(
+    "sync_client",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("month_close_day", Integer, nullable=True),  # None: SyncSettings.default_month_close_day
+    Column("backfill_months", Integer, nullable=True),  # None: SyncSettings.backfill_months
+    Column("fetch_requested_at", UtcDateTime, nullable=True),
+    Column("fetch_requested_by", String(200), nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Per (client, subject type): the checkpoint (the next window's `from`), the last HWM seen, the cadence, and the
+# export in flight so a restart resumes it instead of paying for another one. export_key is that export's AES key
+# and IV: it decrypts only a package of invoices this table's neighbour stores in the clear anyway, and is cleared
+# as soon as the export is consumed or abandoned.
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("subject_type", String(20), primary_key=True),
+    Column("checkpoint", UtcDateTime, nullable=True),
+    Column("hwm", UtcDateTime, nullable=True),
+    Column("backfilled", Boolean, nullable=False),  # caught up with the HWM at least once
+    Column("last_delta", Integer, nullable=True),  # new invoices of the last completed run
+    Column("last_run_at", UtcDateTime, nullable=True),
+    Column("last_success_at", UtcDateTime, nullable=True),
+    Column("next_run_at", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_at", UtcDateTime, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("export_reference", String(36), nullable=True),
+    Column("export_started_at", UtcDateTime, nullable=True),
+    Column("export_window_start", UtcDateTime, nullable=True),
+    Column("export_window_end", UtcDateTime, nullable=True),
+    Column("export_key", LargeBinary, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "next_run_at"),
+)
+
+# Invoices a run could not store: bytes that do not match KSeF's hash (re-fetched a few times, the checkpoint held
+# before them) or a document we cannot read. Nothing is dropped silently: GET /clients/{nip}/sync lists them.
+sync_rejection = Table(
+    "sync_rejection",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("ksef_number", String(36), primary_key=True),
+    Column("subject_type", String(20), nullable=False),
+    Column("reason", String(32), nullable=False),  # hash_mismatch | malformed
+    Column("detail", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("given_up", Boolean, nullable=False),
+    Column("first_seen_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+)

@@ -9,8 +9,19 @@ instance the runtime started; API dependencies and consumers reach everything th
 from __future__ import annotations
 
 import weakref
+from datetime import timedelta
 
+import httpx
+
+from ksef_gateway.budget import Budget, RateBudget
+from ksef_gateway.communication import CommunicationLog
+from ksef_gateway.ksef import KsefClients
+from ksef_gateway.ksef.client import GATEWAY_PRODUCT
+from ksef_gateway.ownership import ContextLeases
+from ksef_gateway.sessions import OnlineSessions, SessionManager
 from ksef_gateway.settings import GatewaySettings
+from ksef_gateway.sync import GatewayKsef, LeasedVaultTargets, SyncEngine, SyncScheduler
+from ksef_gateway.vault import Vault, load_keyring
 from platform_common.runtime import ServiceRuntime
 
 _INSTANCES: weakref.WeakKeyDictionary[ServiceRuntime, Gateway] = weakref.WeakKeyDictionary()
@@ -23,12 +34,66 @@ class Gateway:
         self.settings: GatewaySettings = runtime.settings
         # Each area adds its parts here (KSeF clients and sessions, budget, vault, sync scheduler) and starts
         # and stops them below, in dependency order.
+        ksef, http = self.settings.ksef, self.settings.http
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(http.read_timeout_s, connect=http.connect_timeout_s),
+            limits=httpx.Limits(max_connections=http.max_connections),
+            headers={"User-Agent": f"{GATEWAY_PRODUCT} (replica {ksef.replica_id})"},
+        )
+        self.budget: Budget = RateBudget(self.settings.budget)
+        self.communication_log = CommunicationLog(runtime.db, ksef.replica_id)
+        self.ksef = KsefClients(
+            self.http,
+            settings=ksef,
+            budget=self.budget,
+            tracer=runtime.telemetry.tracer("ksef_hub.ksef-gateway.ksef"),
+            observer=self.communication_log,
+        )
+        self.leases = ContextLeases(
+            runtime.db, ksef.replica_id, ttl_s=ksef.lease_ttl_s, renew_interval_s=ksef.lease_renew_interval_s
+        )
+        keyring = load_keyring(
+            self.settings.vault, environment=self.settings.environment, data_dir=self.settings.data_dir
+        )
+        self.vault = Vault(
+            runtime.db, keyring, self.ksef, settings=self.settings.vault, default_environment=ksef.environment
+        )
+        self.sessions = SessionManager(self.ksef, self.vault, self.leases, refresh_margin_s=ksef.refresh_margin_s)
+        self.vault.on_credential_changed(self.sessions.invalidate)
+        self.online_sessions = OnlineSessions(
+            self.sessions, idle_s=ksef.online_session_idle_s, sweep_interval_s=ksef.online_session_sweep_interval_s
+        )
+        # Purchase sync: the engine stores invoices with their invoice.fetched events; the scheduler runs it for the
+        # vault's clients whose context this replica leases.
+        self.sync_engine = SyncEngine(
+            runtime.db.sessionmaker, runtime.outbox, GatewayKsef(self.sessions), self.settings.sync
+        )
+        self.sync = SyncScheduler(self.sync_engine, LeasedVaultTargets(self.vault, self.leases), self.settings.sync)
+        self.vault.on_credential_changed(self.sync.credential_changed)
 
     async def start(self) -> None:
-        pass
+        ksef = self.settings.ksef
+        await self.leases.start()
+        await self.communication_log.start(
+            retention=timedelta(days=ksef.communication_log_retention_days),
+            interval_s=ksef.communication_log_purge_interval_s,
+        )
+        await self.vault.start()
+        await self.online_sessions.start()
+        await self.sync.start()
 
     async def stop(self) -> None:
-        pass
+        # Reverse order: online sessions close through live tokens, leases are released for the peers, and the
+        # shared HTTP client goes last.
+        await self.sync.stop()
+        await self.online_sessions.stop()
+        await self.sessions.close()
+        await self.vault.stop()
+        await self.leases.stop()
+        await self.communication_log.stop()
+        if isinstance(self.budget, RateBudget):
+            await self.budget.aclose()  # its wake-up timers; nothing takes a slot any more
+        await self.http.aclose()
 
     @classmethod
     def of(cls, runtime: ServiceRuntime) -> Gateway:

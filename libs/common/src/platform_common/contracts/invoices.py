@@ -22,7 +22,7 @@ class Party(BaseModel):
 
 
 class InvoiceFetched(EventContract):
-    """A purchase invoice was stored by the gateway (the client is Podmiot2 or a Podmiot3)."""
+    """A purchase invoice was stored by the gateway (the client is Podmiot2, a Podmiot3 or PodmiotUpowazniony)."""
 
     event_type: ClassVar[str] = "invoice.fetched"
     event_version: ClassVar[int] = 1
@@ -30,7 +30,7 @@ class InvoiceFetched(EventContract):
 
     ksef_number: str = Field(pattern=KSEF_NUMBER_PATTERN)
     client_nip: str = Field(pattern=NIP_PATTERN)
-    subject_role: Literal["Subject2", "Subject3"] = "Subject2"
+    subject_role: Literal["Subject2", "Subject3", "SubjectAuthorized"] = "Subject2"
     seller: Party
     buyer: Party
     p_1: date = Field(description="FA(3) P_1: issue date")

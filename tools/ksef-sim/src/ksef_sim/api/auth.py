@@ -290,6 +290,7 @@ async def ksef_token(request: Request, body: InitTokenAuthenticationRequest) -> 
         method=TOKEN_METHOD,
         context=Ident.of(context),
         client_ip=client_ip(request),
+        user_agent=request.headers.get("user-agent", ""),
         allowed_ips=list(
             ip_rules(allowed.ip4Addresses, allowed.ip4Ranges, allowed.ip4Masks) if allowed is not None else ()
         ),
@@ -346,6 +347,7 @@ async def xades_signature(
         context=Ident.of(signed.context),
         subject=Ident.of(subject),
         client_ip=client_ip(request),
+        user_agent=request.headers.get("user-agent", ""),
         allowed_ips=list(signed.allowed_ips),
     )
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:

@@ -184,6 +184,8 @@ class AuthOperation(Record):
     ksef_token_reference: str | None = None
     allowed_ips: list[str] = []
     client_ip: str = ""
+    # Not in the spec's status: lets tests tell which client (e.g. which gateway replica) authenticated.
+    user_agent: str = ""
     redeemed_at: datetime | None = None
     last_token_refresh_date: datetime | None = None
     refresh_token_valid_until: datetime | None = None
