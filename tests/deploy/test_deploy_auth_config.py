@@ -117,3 +117,48 @@ class TestKubernetes:
     def test_the_migrate_job_starts(self, k8s_secrets: dict[tuple[str, str], str]) -> None:
         env = _k8s_env(K8S_BASE / "auth-svc" / "migrate-job.yaml", k8s_secrets)
         assert _settings(AuthSettings, env).secrets_key is not None
+
+
+class TestGatewayKsefAndVault:
+    """The gateway starts in production only with vault master keys, and each description names its KSeF."""
+
+    @staticmethod
+    def _vault_starts(settings: GatewaySettings) -> None:
+        from ksef_gateway.vault import load_keyring
+
+        assert settings.environment == "production"
+        keyring = load_keyring(settings.vault, environment=settings.environment, data_dir=Path("/nonexistent"))
+        assert keyring.active_key_id in keyring.key_ids
+
+    def test_compose_gives_the_gateway_its_master_key_and_the_simulator(self) -> None:
+        for service in ("ksef-gateway", "ksef-gateway-migrate"):
+            settings = _settings(GatewaySettings, TestCompose._env(service))
+            self._vault_starts(settings)
+            assert settings.ksef.environment == "sim"
+            assert settings.ksef.sim_base_url == "http://ksef-sim:8090/v2"
+
+    def test_kubernetes_master_key_secret_feeds_the_vault(self, k8s_secrets: dict[tuple[str, str], str]) -> None:
+        deployment = K8S_BASE / "ksef-gateway" / "deployment.yaml"
+        container = yaml.safe_load(deployment.read_text())["spec"]["template"]["spec"]["containers"][0]
+        assert {"secretRef": {"name": "ksef-hub-master-key"}} in container["envFrom"]
+        # envFrom turns every key of the Secret into a variable: the keys of secrets.example.yaml are the names.
+        documents = list(yaml.safe_load_all((K8S_BASE / "secrets.example.yaml").read_text()))
+        example = next(d for d in documents if d["metadata"]["name"] == "ksef-hub-master-key")["stringData"]
+        assert set(example) == {"GATEWAY_VAULT__MASTER_KEYS", "GATEWAY_VAULT__ACTIVE_KEY_ID"}
+        env = _k8s_env(deployment, k8s_secrets) | {
+            "GATEWAY_VAULT__MASTER_KEYS": '{"2026-12": "a3NlZi1odWItZGV2LW9ubHktdmF1bHQta2V5LTIwMjY="}',
+            "GATEWAY_VAULT__ACTIVE_KEY_ID": "2026-12",
+        }
+        settings = _settings(GatewaySettings, env)
+        self._vault_starts(settings)
+        assert settings.ksef.environment == "test"
+
+    @pytest.mark.parametrize(("overlay", "environment"), [("dev", "sim"), ("prod", "prod")])
+    def test_overlays_choose_the_ksef_environment(self, overlay: str, environment: str) -> None:
+        kustomization = yaml.safe_load((K8S_BASE.parent / "overlays" / overlay / "kustomization.yaml").read_text())
+        gateway = next(g for g in kustomization["configMapGenerator"] if g["name"] == "ksef-gateway-config")
+        literals = dict(item.split("=", 1) for item in gateway["literals"])
+        settings = _settings(GatewaySettings, literals)
+        assert settings.ksef.environment == environment
+        if environment == "sim":
+            assert settings.ksef.sim_base_url == "http://ksef-sim:8090/v2"

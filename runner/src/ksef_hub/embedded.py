@@ -10,6 +10,8 @@ for this run (``AuthWiring``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -31,9 +33,13 @@ import notify_svc.main
 from approval_svc.settings import ApprovalSettings
 from auth_svc.settings import AuthSettings
 from buffer_svc.settings import BufferSettings
+from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.settings import GatewaySettings
+from ksef_gateway.wiring import Gateway
+from ksef_hub.demo import ensure_demo_ksef
 from ksef_sim.main import create_app as create_ksef_sim_app
 from ksef_sim.settings import SimSettings
+from ksef_sim.state import Sim
 from notify_svc.settings import NotifySettings
 from platform_common.app import AppFactory
 from platform_common.auth import public
@@ -107,7 +113,9 @@ class AuthWiring:
         }
 
 
-def embedded_settings(service: EmbeddedService, data_dir: Path, wiring: AuthWiring) -> ServiceSettings:
+def embedded_settings(
+    service: EmbeddedService, data_dir: Path, wiring: AuthWiring, public_url: str = "http://127.0.0.1:8000"
+) -> ServiceSettings:
     # Environment variables still apply to every other field (e.g. AUTH_TELEMETRY__ENABLED=true); the runner
     # owns the database, the transport and how the services reach auth-svc.
     values: dict[str, Any] = {
@@ -118,7 +126,10 @@ def embedded_settings(service: EmbeddedService, data_dir: Path, wiring: AuthWiri
     if service is not AUTH_SERVICE:
         auth = embedded_settings(AUTH_SERVICE, data_dir, wiring)
         assert isinstance(auth, AuthSettings)
-        return service.settings_cls(**values, auth=wiring.client_settings(service.name, auth))
+        settings = service.settings_cls(**values, auth=wiring.client_settings(service.name, auth))
+        if isinstance(settings, GatewaySettings):
+            settings = gateway_settings(settings, public_url)
+        return settings
     # A dict, merged with AUTH_SERVICE_CREDENTIALS: clients registered there keep working.
     settings = AuthSettings(**values, service_credentials=dict(wiring.client_secrets))
     if "link_base_url" not in settings.model_fields_set:
@@ -132,10 +143,43 @@ KSEF_SIM_PREFIX = "/ksef-sim"
 KSEF_SIM_DB_FILE = "ksef-sim.sqlite3"
 
 
+def gateway_settings(settings: GatewaySettings, public_url: str) -> GatewaySettings:
+    """The gateway talks to the mounted simulator at the address this runner serves (so ``--port`` works), as
+    environment ``sim``; GATEWAY_KSEF__SIM_BASE_URL / GATEWAY_KSEF__ENVIRONMENT still win when set (e.g. to use
+    KSeF TEST from the embedded mode)."""
+    ksef = settings.ksef
+    chosen = ksef.model_fields_set
+    updates: dict[str, Any] = {}
+    if "sim_base_url" not in chosen:
+        updates["sim_base_url"] = f"{public_url.rstrip('/')}{KSEF_SIM_PREFIX}/v2"
+    if "environment" not in chosen:
+        updates["environment"] = Environment.SIM
+    sync = settings.sync
+    if "fetch_now_ignores_min_interval" not in sync.model_fields_set:
+        # "Fetch now" against the local simulator need not wait out KSeF's 15-minute polling guidance.
+        sync = sync.model_copy(update={"fetch_now_ignores_min_interval": True})
+    return settings.model_copy(update={"ksef": ksef.model_copy(update=updates), "sync": sync})
+
+
 def ksef_sim_settings(data_dir: Path) -> SimSettings:
     # KSEF_SIM_* environment variables still apply to every other field (delays, rate limits, public base URL).
     # With no public base URL the simulator builds its pre-signed links from the called host plus the mount prefix.
     return SimSettings(database_path=data_dir / KSEF_SIM_DB_FILE)
+
+
+async def _demo_ksef(sim: Sim, gateway: Gateway, public_url: str) -> None:
+    try:
+        await ensure_demo_ksef(sim, gateway, public_url)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the KSeF demo data could not be set up (the platform runs without it)")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8000") -> FastAPI:
@@ -145,7 +189,10 @@ def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8
     data_dir.mkdir(parents=True, exist_ok=True)
     bus = InProcessBus()
     wiring = AuthWiring.for_run(public_url)
-    apps = [(s, s.create_app(embedded_settings(s, data_dir, wiring), bus=bus, migrate_on_start=True)) for s in SERVICES]
+    apps = [
+        (s, s.create_app(embedded_settings(s, data_dir, wiring, public_url), bus=bus, migrate_on_start=True))
+        for s in SERVICES
+    ]
     ksef_sim_app = create_ksef_sim_app(ksef_sim_settings(data_dir))
 
     @asynccontextmanager
@@ -159,6 +206,16 @@ def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8
             # The demo accounts the README lists (idempotent: existing users keep their passwords).
             auth_app = next(a for s, a in apps if s is AUTH_SERVICE)
             await auth_svc.demo.ensure_demo_data(auth_app.state.runtime)
+            # The demo clients' KSeF data: invoices in the simulator, their tokens in the gateway's vault. The vault
+            # checks a token in KSeF over HTTP, i.e. through this server, which serves only once startup is over: a
+            # background task, stopped first on shutdown.
+            gateway_app = next(a for s, a in apps if s.name == ksef_gateway.main.DEFINITION.name)
+            demo = asyncio.create_task(
+                _demo_ksef(ksef_sim_app.state.sim, Gateway.of(gateway_app.state.runtime), public_url),
+                name="ksef-demo-data",
+            )
+            stack.push_async_callback(_cancel, demo)
+            _app.state.demo_ksef = demo  # tests wait for it
             lines = [f"KSeF Hub (embedded) is up at {public_url} - data in {data_dir}"]
             lines += [f"  {s.name:<13} {public_url}{s.prefix}  (ready: {public_url}{s.prefix}/readyz)" for s, _ in apps]
             lines.append(

@@ -125,12 +125,17 @@ class SessionManager:
         known = self._contexts.get(context_nip)
         return known.environment if known is not None else None
 
-    async def client_for(self, context_nip: str) -> KsefClient:
+    async def client_for(
+        self, context_nip: str, *, priority: float = 0.0, max_wait_s: float | None = None
+    ) -> KsefClient:
         """The KSeF client of the context's environment (authenticating first if needed)."""
-        await self.access_token(context_nip)
+        await self.access_token(context_nip, priority=priority, max_wait_s=max_wait_s)
         return self._client_of(context_nip)
 
-    async def access_token(self, context_nip: str) -> str:
+    async def access_token(self, context_nip: str, *, priority: float = 0.0, max_wait_s: float | None = None) -> str:
+        """A valid access token of the context. ``priority``/``max_wait_s`` go to the budget with the token refresh;
+        a full authentication (rare: once per refresh-token life) always waits for its slots, since giving up
+        half-way through challenge → auth → poll → redeem would waste the steps already paid for."""
         async with self._locks[context_nip]:
             if self._leases is not None and not self._leases.holds(context_nip):
                 await self._ensure_owned(context_nip)
@@ -141,7 +146,12 @@ class SessionManager:
             if known is not None and known.session.refresh_valid_until - self._margin > now:
                 client = self._clients.for_environment(known.environment)
                 try:
-                    access = await client.refresh(known.session.refresh_token, context_nip=context_nip)
+                    access = await client.refresh(
+                        known.session.refresh_token,
+                        context_nip=context_nip,
+                        priority=priority,
+                        max_wait_s=max_wait_s,
+                    )
                 except (KsefUnavailable, KsefRateLimited):
                     raise  # KSeF is not refusing the session, it is not answering: try again later
                 except KsefError as error:
@@ -180,17 +190,27 @@ class SessionManager:
         if known is not None and known.access_token == rejected_token:
             known.access_valid_until = self._clock()
 
-    async def call(self, context_nip: str, operation: Callable[[KsefClient, str], Awaitable[T]]) -> T:
+    async def call(
+        self,
+        context_nip: str,
+        operation: Callable[[KsefClient, str], Awaitable[T]],
+        *,
+        priority: float = 0.0,
+        max_wait_s: float | None = None,
+    ) -> T:
         """``await operation(client, access_token)``, once more with a fresh token when KSeF answers 401 (the
-        token expired early, or the clock of one side is off)."""
-        token = await self.access_token(context_nip)
+        token expired early, or the clock of one side is off).
+
+        ``priority`` and ``max_wait_s`` are the budget hints for the token refresh this may need; ``operation``
+        passes the same hints to its own KSeF call (the caller builds it)."""
+        token = await self.access_token(context_nip, priority=priority, max_wait_s=max_wait_s)
         try:
             return await operation(self._client_of(context_nip), token)
         except KsefUnauthorized:
             log.info("KSeF rejected the access token of %s; getting a fresh one", context_nip)
             async with self._locks[context_nip]:
                 self._expire_access(context_nip, token)
-            token = await self.access_token(context_nip)
+            token = await self.access_token(context_nip, priority=priority, max_wait_s=max_wait_s)
             return await operation(self._client_of(context_nip), token)
 
     def _client_of(self, context_nip: str) -> KsefClient:

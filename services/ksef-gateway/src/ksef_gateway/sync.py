@@ -53,6 +53,7 @@ from ksef_gateway.domain.sync import (
     has_more,
     initial_checkpoint,
     metadata_is_small,
+    month_close_deadline,
     next_checkpoint,
     next_run_after_failure,
     next_window,
@@ -89,19 +90,38 @@ def _utcnow() -> datetime:
 # --- what the engine needs from KSeF (implemented over A's SessionManager + KsefClient by GatewayKsef) --------------
 
 
+@dataclass(frozen=True)
+class BudgetHints:
+    """What every KSeF call of one run tells the rate-limit budget: ``priority`` (seconds to the client's
+    month-close deadline, lower goes first) and ``max_wait_s`` (past it the call fails with ``BudgetExhausted``
+    and the run is rescheduled instead of holding a worker)."""
+
+    priority: float = 0.0
+    max_wait_s: float | None = None
+
+
+NO_HINTS = BudgetHints()
+
+
 class SyncKsef(Protocol):
     async def query_metadata(
-        self, nip: str, filters: dict[str, Any], *, page_offset: int, page_size: int
+        self, nip: str, filters: dict[str, Any], *, page_offset: int, page_size: int, hints: BudgetHints = NO_HINTS
     ) -> MetadataPage: ...
 
-    async def download_invoice(self, nip: str, ksef_number: str) -> tuple[bytes, str | None]: ...
+    async def download_invoice(
+        self, nip: str, ksef_number: str, *, hints: BudgetHints = NO_HINTS
+    ) -> tuple[bytes, str | None]: ...
 
-    async def start_export(self, nip: str, filters: dict[str, Any]) -> ExportHandle: ...
+    async def start_export(
+        self, nip: str, filters: dict[str, Any], *, hints: BudgetHints = NO_HINTS
+    ) -> ExportHandle: ...
 
-    async def export_status(self, nip: str, reference_number: str) -> ExportStatus: ...
+    async def export_status(
+        self, nip: str, reference_number: str, *, hints: BudgetHints = NO_HINTS
+    ) -> ExportStatus: ...
 
     async def download_export_package(
-        self, nip: str, handle: ExportHandle, status: ExportStatus
+        self, nip: str, handle: ExportHandle, status: ExportStatus, *, hints: BudgetHints = NO_HINTS
     ) -> ExportedPackage: ...
 
 
@@ -153,6 +173,8 @@ class SyncEngine:
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
+        # Per client: the budget hints of its current run (both subject types of a client share them).
+        self._hints: dict[str, BudgetHints] = {}
 
     def now(self) -> datetime:
         return self._clock()
@@ -169,6 +191,16 @@ class SyncEngine:
         async with self.sessions() as session:
             client = await purchases.load_client(session, nip)
         return self.resolve(client)
+
+    def hints(self, nip: str) -> BudgetHints:
+        return self._hints.get(nip, NO_HINTS)
+
+    def budget_hints(self, prefs: ClientPreferences, now: datetime) -> BudgetHints:
+        """Clients closer to their month-close deadline get their KSeF calls first (issue: fair, deadline first)."""
+        deadline = month_close_deadline(now, prefs.month_close_day)
+        return BudgetHints(
+            priority=max((deadline - now).total_seconds(), 0.0), max_wait_s=self.settings.budget_max_wait_s
+        )
 
     def resolve(self, client: purchases.ClientSync | None) -> ClientPreferences:
         return ClientPreferences(
@@ -193,6 +225,7 @@ class SyncEngine:
         started = self._clock()
         prefs = await self.preferences(nip)
         policy = self.policy(prefs)
+        self._hints[nip] = self.budget_hints(prefs, started)
         async with self.sessions() as session, session.begin():
             await purchases.ensure_states(session, [(nip, subject)], started)
             await purchases.update_state(session, nip, subject, started, last_run_at=started)
@@ -296,7 +329,7 @@ class SyncEngine:
     ) -> tuple[datetime, bool] | None:
         try:
             page = await self._ksef.query_metadata(
-                nip, window.filters(subject), page_offset=0, page_size=METADATA_PAGE_SIZE
+                nip, window.filters(subject), page_offset=0, page_size=METADATA_PAGE_SIZE, hints=self.hints(nip)
             )
         except KsefError as exc:
             if FROM_AFTER_HWM in exc.codes:
@@ -312,7 +345,7 @@ class SyncEngine:
         by_number = {str(m["ksefNumber"]): m for m in page.invoices}
         fetched = []
         for number in dedupe(numbers, already):
-            xml, header_hash = await self._ksef.download_invoice(nip, number)
+            xml, header_hash = await self._ksef.download_invoice(nip, number, hints=self.hints(nip))
             metadata = by_number[number]
             if header_hash and header_hash != metadata.get("invoiceHash"):
                 # Both come from KSeF; trust the metadata, but a disagreement is worth a line in the log.
@@ -331,7 +364,7 @@ class SyncEngine:
         self, nip: str, subject: SubjectType, window: Window, report: RunReport
     ) -> tuple[datetime, bool] | None:
         try:
-            handle = await self._ksef.start_export(nip, window.filters(subject))
+            handle = await self._ksef.start_export(nip, window.filters(subject), hints=self.hints(nip))
         except KsefError as exc:
             if FROM_AFTER_HWM in exc.codes:
                 return None
@@ -386,7 +419,7 @@ class SyncEngine:
         if status.code == EXPORT_BEYOND_HWM:
             await self._forget_export(nip, subject, "range beyond the HWM (nothing new yet)")
             return None
-        package = await self._ksef.download_export_package(nip, handle, status)
+        package = await self._ksef.download_export_package(nip, handle, status, hints=self.hints(nip))
         assert status.package is not None
         result = WindowResult(
             is_truncated=status.package.is_truncated,
@@ -402,7 +435,7 @@ class SyncEngine:
         stuck_after = timedelta(seconds=self.settings.export_stuck_after_s)
         while True:
             try:
-                status = await self._ksef.export_status(nip, reference)
+                status = await self._ksef.export_status(nip, reference, hints=self.hints(nip))
             except KsefError as exc:
                 if exc.http_status == 410:  # status retention passed (7 days): the export is gone
                     await self._forget_export(nip, subject, "KSeF no longer knows it (410)")
@@ -722,39 +755,69 @@ class SyncScheduler:
 
 
 class GatewayKsef:
-    """``SyncKsef`` over the session manager: the context's environment, a valid access token, one retry on 401."""
+    """``SyncKsef`` over the session manager: the context's environment, a valid access token, one retry on 401, and
+    the run's budget hints on every call (a token refresh included)."""
 
     def __init__(self, sessions: SessionManager) -> None:
         self._sessions = sessions
 
     async def query_metadata(
-        self, nip: str, filters: dict[str, Any], *, page_offset: int, page_size: int
+        self, nip: str, filters: dict[str, Any], *, page_offset: int, page_size: int, hints: BudgetHints = NO_HINTS
     ) -> MetadataPage:
         return await self._sessions.call(
             nip,
             lambda client, token: client.query_metadata(
-                token, filters, page_offset=page_offset, page_size=page_size, context_nip=nip
+                token,
+                filters,
+                page_offset=page_offset,
+                page_size=page_size,
+                context_nip=nip,
+                priority=hints.priority,
+                max_wait_s=hints.max_wait_s,
             ),
+            priority=hints.priority,
+            max_wait_s=hints.max_wait_s,
         )
 
-    async def download_invoice(self, nip: str, ksef_number: str) -> tuple[bytes, str | None]:
+    async def download_invoice(
+        self, nip: str, ksef_number: str, *, hints: BudgetHints = NO_HINTS
+    ) -> tuple[bytes, str | None]:
         return await self._sessions.call(
-            nip, lambda client, token: client.download_invoice(token, ksef_number, context_nip=nip)
+            nip,
+            lambda client, token: client.download_invoice(
+                token, ksef_number, context_nip=nip, priority=hints.priority, max_wait_s=hints.max_wait_s
+            ),
+            priority=hints.priority,
+            max_wait_s=hints.max_wait_s,
         )
 
-    async def start_export(self, nip: str, filters: dict[str, Any]) -> ExportHandle:
+    async def start_export(self, nip: str, filters: dict[str, Any], *, hints: BudgetHints = NO_HINTS) -> ExportHandle:
         return await self._sessions.call(
-            nip, lambda client, token: client.start_export(token, filters, context_nip=nip)
+            nip,
+            lambda client, token: client.start_export(
+                token, filters, context_nip=nip, priority=hints.priority, max_wait_s=hints.max_wait_s
+            ),
+            priority=hints.priority,
+            max_wait_s=hints.max_wait_s,
         )
 
-    async def export_status(self, nip: str, reference_number: str) -> ExportStatus:
+    async def export_status(self, nip: str, reference_number: str, *, hints: BudgetHints = NO_HINTS) -> ExportStatus:
         return await self._sessions.call(
-            nip, lambda client, token: client.export_status(token, reference_number, context_nip=nip)
+            nip,
+            lambda client, token: client.export_status(
+                token, reference_number, context_nip=nip, priority=hints.priority, max_wait_s=hints.max_wait_s
+            ),
+            priority=hints.priority,
+            max_wait_s=hints.max_wait_s,
         )
 
-    async def download_export_package(self, nip: str, handle: ExportHandle, status: ExportStatus) -> ExportedPackage:
-        client = await self._sessions.client_for(nip)
-        return await client.download_export_package(handle, status)
+    async def download_export_package(
+        self, nip: str, handle: ExportHandle, status: ExportStatus, *, hints: BudgetHints = NO_HINTS
+    ) -> ExportedPackage:
+        client = await self._sessions.client_for(nip, priority=hints.priority, max_wait_s=hints.max_wait_s)
+        return await client.download_export_package(
+            handle, status, priority=hints.priority, max_wait_s=hints.max_wait_s
+        )
 
 
 class LeasedVaultTargets:

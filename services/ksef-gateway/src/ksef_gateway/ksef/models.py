@@ -153,10 +153,14 @@ class ExportStatus:
 
 
 class ExportedPackage(NamedTuple):
-    """The decrypted package: ``(ksefNumber, exact XML bytes)`` per invoice, and ``_metadata.json``'s list."""
+    """The decrypted package: ``(ksefNumber, exact XML bytes)`` per invoice, and ``_metadata.json``'s list.
+
+    ``mismatched`` names the invoices whose bytes do not hash to their ``invoiceHash``: they are still listed in
+    ``invoices`` (as received) so the caller rejects just those and keeps the rest of the window."""
 
     invoices: list[tuple[str, bytes]]
     metadata: list[dict[str, Any]]
+    mismatched: tuple[str, ...] = ()
 
 
 def export_package(body: dict[str, Any]) -> ExportPackage:

@@ -67,6 +67,7 @@ async def test_export_round_trip_is_logged_without_secrets(
     assert {n for n, _ in package.invoices} == set(seeded["ksefNumbers"])
     hashes = {m["ksefNumber"]: m["invoiceHash"] for m in package.metadata}
     assert all(hashes[n] == sha256_b64(xml) for n, xml in package.invoices)
+    assert package.mismatched == ()
     number, xml = package.invoices[0]
     downloaded, header = await client.download_invoice(session.access_token, number)
     assert downloaded == xml and header == sha256_b64(xml)
