@@ -94,6 +94,42 @@ class TestOutbox:
             await outbox.add(session, _event("1", 2), topic="t")
         assert woken.is_set()
 
+    async def test_a_batch_commits_with_the_state_change_in_the_given_order(self, db: Database) -> None:
+        outbox = Outbox(tables, producer="test")
+        woken = asyncio.Event()
+        outbox.on_commit_wake(woken)
+        batch = [_event(f"nip{n % 3}", n) for n in range(250)]
+        async with db.sessionmaker() as session, session.begin():
+            await session.execute(insert(invoice).values(id=1, number="FV/1"))
+            await outbox.add_many(session, batch, topic="invoice.fetched")
+        assert woken.is_set()
+
+        async with db.sessionmaker() as session:
+            rows = (await session.execute(select(tables.outbox).order_by(tables.outbox.c.seq))).all()
+        assert [r.event_id for r in rows] == [e.id for e in batch]
+        assert [r.key for r in rows] == [e.key for e in batch]
+        assert {r.topic for r in rows} == {"invoice.fetched"}
+        assert [Envelope.model_validate_json(r.payload).payload["n"] for r in rows] == list(range(250))
+        assert rows[0].headers == {"event_type": "test.ping", "event_version": "1"}
+        assert len({r.created_at for r in rows}) == 1
+
+        publisher = RecordingPublisher()
+        assert await OutboxRelay(db, tables, publisher, SETTINGS, name="t").drain() == 250
+        assert [Envelope.from_bytes(m.value).payload["n"] for m in publisher.published] == list(range(250))
+
+    async def test_a_rolled_back_batch_leaves_nothing_and_an_empty_one_is_a_no_op(self, db: Database) -> None:
+        outbox = Outbox(tables, producer="test")
+        woken = asyncio.Event()
+        outbox.on_commit_wake(woken)
+        with pytest.raises(RuntimeError, match="use case failed"):
+            async with db.sessionmaker() as session, session.begin():
+                await outbox.add_many(session, [_event("k", n) for n in range(10)], topic="t")
+                raise RuntimeError("use case failed")
+        async with db.sessionmaker() as session, session.begin():
+            await outbox.add_many(session, [], topic="t")
+        assert not woken.is_set()
+        assert await _pending(db) == 0
+
     async def test_relay_publishes_pending_rows_in_order_and_marks_them(self, db: Database) -> None:
         outbox = Outbox(tables, producer="test")
         async with db.sessionmaker() as session, session.begin():

@@ -23,7 +23,8 @@ How ``RateBudget`` decides, in order:
    base * 2^(failures-1))]``, drawn per waiter) from the last failure, so retries do not arrive in lockstep; a
    5xx with ``Retry-After`` holds the whole environment until then.
 3. **Windows** (``ksef_gateway.domain.windows``): at most ``usable_fraction`` of each KSeF window per (context,
-   group); a hit counts from sending until the answer plus the window, so latency cannot make us overshoot.
+   group) — per process for the ``public`` group, which KSeF counts per IP whatever the context; a hit counts from
+   sending until the answer plus the window, so latency cannot make us overshoot.
 4. **Fair share.** At most ``max_in_flight`` calls per environment. Among the callers that could go now, the
    lowest priority band (``priority // priority_band_s``) wins, then the context served least recently
    (round-robin, so one context queuing hundreds of calls cannot starve the others), then arrival order.
@@ -262,6 +263,12 @@ class CircuitBreaker:
 _Key = tuple[str | None, str]
 
 
+def _key(context: str | None, group: EndpointGroup) -> _Key:
+    # KSeF limits its public endpoints (challenge, KSeF-token and XAdES submission) per IP, not per context
+    # (REFERENCE.md §13): they share one window, or 200 clients authenticating at once get 200 times the allowance.
+    return (None if group is EndpointGroup.PUBLIC else context, group.value)
+
+
 @dataclass
 class _Penalty:
     """A 429 block of one (context, group)."""
@@ -287,7 +294,7 @@ class _Waiter:
 
     @property
     def key(self) -> _Key:
-        return (self.context, self.group.value)
+        return _key(self.context, self.group)
 
 
 @dataclass(eq=False)
@@ -385,7 +392,7 @@ class RateBudget:
         now = self.clock.now()
         if self._table is None or group in _UNMETERED:
             return {"group": group.value, "limited": False}
-        key: _Key = (context, group.value)
+        key = _key(context, group)
         windows = self._windows.get(key) or SlidingWindows(self._limits(group))
         penalty = self._penalties.get(key)
         blocked_until = penalty.blocked_until if penalty else 0.0

@@ -60,6 +60,18 @@ context_lease = Table(
     Index(None, "holder"),
 )
 
+# --- replica heartbeats (gateway_0005) ---------------------------------------------------------------------------
+# One row per live gateway replica, renewed with its context leases and expiring like them: the number of live
+# replicas sets each one's fair share of the active contexts (ownership.py). A graceful stop deletes the row.
+gateway_replica = Table(
+    "gateway_replica",
+    metadata,
+    Column("replica_id", String(200), primary_key=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("renewed_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
 # Every KSeF call per client context (NULL for public calls such as the Ministry's keys): what, how it ended, which
 # reference numbers and KSeF codes; never tokens, challenges, keys or invoice content (communication.py).
 communication_log = Table(

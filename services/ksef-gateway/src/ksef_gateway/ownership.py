@@ -13,15 +13,36 @@ A background renewer extends every lease this replica holds each ``lease_renew_i
 did not find ours any more is lost at once; when the database cannot be reached, the leases that would expire
 before the next renewal are given up (another replica may take them over by then). ``owned()`` never reports a
 lease past its expiry by this replica's clock.
+
+Fair sharing. Every replica also keeps a heartbeat row (``gateway_replica``), written with each renewal and expiring
+like a lease. ``balance(active)``, called by the sync scheduler on every tick, holds this replica at its fair share
+``ceil(active contexts / live replicas)``:
+
+- under its share it takes free contexts (no lease, or an expired one), the ones it ranks highest first (rendezvous
+  hashing of replica id and NIP, so each replica prefers a different, stable set and racing for the same row is rare);
+- over its share, and only when no active context is left free, it releases half its surplus (rounded up) per
+  renewal period, never a context the caller reports busy (a sync run or export in flight), and the ones it ranks
+  lowest first. Handing contexts over gradually spreads the new owner's authentications (each costs KSeF an auth
+  round) and damps oscillation while replicas still disagree about how many are live;
+- a context left free for a whole TTL is taken even over the share: some live replica is not taking its share (its
+  scheduler is disabled or stuck), and an unowned context is not synced at all. Releasing then pauses for a while, or
+  the surplus would bounce between the idle replica's share and this one.
+
+A graceful stop deletes the heartbeat and releases every lease in one transaction; a crash leaves both to expire.
+Taking a context still goes through ``try_acquire`` only, so the one-holder guarantee does not depend on the
+replicas agreeing about shares.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -31,7 +52,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ksef_gateway.db import context_lease
+from ksef_gateway.db import context_lease, gateway_replica
 from ksef_gateway.ksef.client import Clock, system_clock
 from platform_common.db import Database
 
@@ -39,6 +60,22 @@ log = logging.getLogger(__name__)
 
 LeaseListener = Callable[[str], None]
 T = TypeVar("T")
+
+# After taking a context nobody else took (see the module docstring), surplus is kept this many TTLs.
+STRANDED_RELEASE_PAUSE_TTLS = 10
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """What the database says right now: the live replicas and the holder of every unexpired lease."""
+
+    live_replicas: frozenset[str]
+    holders: dict[str, str]
+
+
+def _rank(replica_id: str, nip: str) -> int:
+    """Rendezvous hashing: how much ``replica_id`` prefers ``nip`` (stable, and independent across replicas)."""
+    return int.from_bytes(hashlib.blake2b(f"{replica_id}\x00{nip}".encode(), digest_size=8).digest(), "big")
 
 
 class ContextLeases:
@@ -62,6 +99,9 @@ class ContextLeases:
         self._lost_listeners: list[LeaseListener] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._live_replicas: frozenset[str] = frozenset()
+        self._free_since: dict[str, datetime] = {}
+        self._next_release: datetime | None = None
 
     def on_lost(self, listener: LeaseListener) -> None:
         """``listener(nip)`` runs when this replica stops holding a context (lost, released or expired)."""
@@ -85,15 +125,22 @@ class ContextLeases:
         return nip in self.owned()
 
     async def _write(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """``work`` in its own transaction. SQLite in WAL mode refuses a writer whose read snapshot went stale while
-        it waited for the lock ("database is locked" at once, no busy wait); the transaction is then simply run
-        again on a fresh snapshot. PostgreSQL never needs it (the UPDATE re-checks the locked row)."""
+        """``work`` in its own transaction. On SQLite it starts with ``BEGIN IMMEDIATE``: a deferred transaction
+        that reads before it writes holds a WAL snapshot, and when another writer commits first SQLite refuses the
+        upgrade at once ("database is locked", SQLITE_BUSY_SNAPSHOT, no busy wait). Every transaction here happens
+        to write first (which takes the lock with busy waiting already); taking the write lock up front keeps that
+        true whatever a transaction does first. The retry stays for lock waits that still time out. PostgreSQL needs
+        neither (the UPDATE re-checks the locked row)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self._db.engine.begin() as conn:
-                    return await work(conn)
+                async with self._db.engine.connect() as conn:
+                    if self._db.is_sqlite:
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    result = await work(conn)
+                    await conn.commit()
+                    return result
             except OperationalError as error:
                 if not self._db.is_sqlite or "locked" not in str(error) or attempt >= 20:
                     raise
@@ -148,16 +195,40 @@ class ContextLeases:
 
         await self._write(release)
 
+    @property
+    def live_replicas(self) -> frozenset[str]:
+        """The replicas whose heartbeat was current at the last renewal (this one always among them)."""
+        return self._live_replicas | {self.replica_id}
+
+    def fair_share(self, active: int) -> int:
+        return math.ceil(active / len(self.live_replicas))
+
+    async def _heartbeat(self, conn: AsyncConnection, now: datetime, expires: datetime) -> frozenset[str]:
+        """Write this replica's heartbeat and read the live ones (expired rows of crashed peers are purged)."""
+        table = gateway_replica
+        insert = pg_insert(table) if not self._db.is_sqlite else sqlite_insert(table)
+        await conn.execute(
+            insert.values(
+                replica_id=self.replica_id, started_at=now, renewed_at=now, expires_at=expires
+            ).on_conflict_do_update(
+                index_elements=[table.c.replica_id], set_={"renewed_at": now, "expires_at": expires}
+            )
+        )
+        await conn.execute(delete(table).where(table.c.expires_at < now - self._ttl))
+        live = select(table.c.replica_id).where(table.c.expires_at >= now)
+        return frozenset((await conn.execute(live)).scalars())
+
     async def renew(self) -> set[str]:
-        """Extend every lease this replica holds; returns the contexts lost on the way."""
+        """Beat this replica's heart and extend every lease it holds; returns the contexts lost on the way."""
         held = set(self._expires)
-        if not held:
-            return set()
         now = self._clock()
         expires = now + self._ttl
         table = context_lease
 
-        async def renew(conn: AsyncConnection) -> set[str]:
+        async def renew(conn: AsyncConnection) -> tuple[frozenset[str], set[str]]:
+            live = await self._heartbeat(conn, now, expires)
+            if not held:
+                return live, set()
             await conn.execute(
                 update(table)
                 .where(and_(table.c.holder == self.replica_id, table.c.context_nip.in_(held)))
@@ -166,10 +237,10 @@ class ContextLeases:
             query = select(table.c.context_nip).where(
                 and_(table.c.holder == self.replica_id, table.c.context_nip.in_(held))
             )
-            return set((await conn.execute(query)).scalars())
+            return live, set((await conn.execute(query)).scalars())
 
         try:
-            still = await self._write(renew)
+            self._live_replicas, still = await self._write(renew)
         except Exception:
             # Unknown whether the renewal happened: keep only the leases that outlive the next attempt.
             horizon = now + timedelta(seconds=self._renew_interval_s)
@@ -187,6 +258,58 @@ class ContextLeases:
             self._forget(nip)
         return lost
 
+    async def view(self) -> LeaseView:
+        """The live replicas and the unexpired leases, as the database has them now (a read, no lock)."""
+        now = self._clock()
+        async with self._db.engine.connect() as conn:
+            live = await conn.execute(select(gateway_replica.c.replica_id).where(gateway_replica.c.expires_at >= now))
+            leases = await conn.execute(
+                select(context_lease.c.context_nip, context_lease.c.holder).where(context_lease.c.expires_at >= now)
+            )
+            return LeaseView(frozenset(live.scalars()), {nip: holder for nip, holder in leases.tuples()})
+
+    async def balance(self, active: Collection[str], *, busy: Callable[[str], bool] = lambda nip: False) -> set[str]:
+        """Move this replica towards its fair share of ``active`` (see the module docstring); returns the active
+        contexts it holds afterwards. ``busy(nip)``: work in flight that a handover would cut off."""
+        now = self._clock()
+        view = await self.view()
+        self._live_replicas = view.live_replicas
+        wanted = set(active)
+        share = self.fair_share(len(wanted))
+        mine = self.owned() & wanted
+        # Free for us: nobody's unexpired lease, or a row of ours we lost track of (a restart under the same id).
+        free = {nip for nip in wanted - mine if view.holders.get(nip, self.replica_id) == self.replica_id}
+        self._free_since = {nip: self._free_since.get(nip, now) for nip in free}
+        stranded = {nip for nip in free if now - self._free_since[nip] >= self._ttl}
+        left_free = False
+        for nip in sorted(free, key=lambda n: _rank(self.replica_id, n), reverse=True):
+            if len(mine) >= share and nip not in stranded:
+                left_free = True
+                continue
+            if await self.try_acquire(nip):
+                mine.add(nip)
+                if nip in stranded:
+                    log.warning(
+                        "replica %s took context %s, unowned for %s, beyond its share of %d: a live replica is not "
+                        "taking its share",
+                        self.replica_id,
+                        nip,
+                        now - self._free_since[nip],
+                        share,
+                    )
+                    self._next_release = now + self._ttl * STRANDED_RELEASE_PAUSE_TTLS
+        surplus = len(mine) - share
+        if surplus > 0 and not left_free and (self._next_release is None or now >= self._next_release):
+            idle = sorted((nip for nip in mine if not busy(nip)), key=lambda n: _rank(self.replica_id, n))
+            for nip in idle[: math.ceil(surplus / 2)]:
+                log.info(
+                    "replica %s hands context %s over (holds %d, fair share %d)", self.replica_id, nip, len(mine), share
+                )
+                await self.release(nip)
+                mine.discard(nip)
+            self._next_release = now + timedelta(seconds=self._renew_interval_s)
+        return mine
+
     async def _renew_forever(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
@@ -197,6 +320,10 @@ class ContextLeases:
 
     async def start(self) -> None:
         self._stopping.clear()
+        try:
+            await self.renew()  # the heartbeat: peers count this replica in their fair share from now on
+        except Exception:
+            log.exception("the first heartbeat of replica %s failed; the renewer retries", self.replica_id)
         self._task = asyncio.create_task(self._renew_forever(), name=f"context-leases:{self.replica_id}")
 
     async def stop(self, *, release: bool = True) -> None:
@@ -205,9 +332,19 @@ class ContextLeases:
         if self._task is not None:
             await self._task
             self._task = None
-        if release:
-            for nip in list(self._expires):
-                try:
-                    await self.release(nip)
-                except Exception:
-                    log.exception("releasing the lease of %s failed; it will expire", nip)
+        if not release:
+            return
+        # Heartbeat and leases go together: a peer never sees this replica live with its contexts already free
+        # (it would leave them for "our" share) nor dead while still holding them.
+        held = list(self._expires)
+        for nip in held:
+            self._forget(nip)
+
+        async def leave(conn: AsyncConnection) -> None:
+            await conn.execute(delete(gateway_replica).where(gateway_replica.c.replica_id == self.replica_id))
+            await conn.execute(delete(context_lease).where(context_lease.c.holder == self.replica_id))
+
+        try:
+            await self._write(leave)
+        except Exception:
+            log.exception("releasing %d lease(s) of replica %s failed; they will expire", len(held), self.replica_id)

@@ -296,8 +296,19 @@ def invoice_row(
     }
 
 
+# Built once and executed with bound parameters: ``insert().values(row)`` per invoice coerced and cache-keyed its
+# ~35 values on every call, which was most of the cost of storing a window.
+_INSERT_INVOICE = insert(purchase_invoice)
+
+
+async def insert_invoices(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """One executemany for a window's new invoices (every row carries every column)."""
+    if rows:
+        await session.execute(_INSERT_INVOICE, list(rows))
+
+
 async def insert_invoice(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(purchase_invoice).values(row))
+    await insert_invoices(session, [row])
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,16 @@ class _Fetched:
     via: str
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A new invoice after its hash check and header parse: its row and event, or why it is rejected."""
+
+    item: _Fetched
+    row: dict[str, Any] | None = None
+    envelope: Envelope | None = None
+    problem: tuple[str, str] | None = None
+
+
 class SyncEngine:
     def __init__(
         self,
@@ -476,22 +486,24 @@ class SyncEngine:
         checkpoint = next_checkpoint(window, result)
         hold_at: datetime | None = None
         stored: list[str] = []
+        rows: list[dict[str, Any]] = []
+        envelopes: list[Envelope] = []
+        trace = current_trace_context()
         async with self.sessions() as session, session.begin():
             already = await purchases.stored_numbers(session, nip, [f.ksef_number for f in fetched])
             fresh = set(dedupe([f.ksef_number for f in fetched], already))
+            new_items = []
             for item in fetched:
-                if item.ksef_number not in fresh:
-                    continue
-                fresh.discard(item.ksef_number)  # a package listing a number twice stores it once
-                problem = self._check(item)
-                header: InvoiceHeader | None = None
-                if problem is None:
-                    try:
-                        header = parse_invoice_header(item.xml)
-                    except InvoiceParseError as exc:
-                        problem = ("malformed", str(exc))
-                if problem is not None or header is None:
-                    reason, detail = problem or ("malformed", "unreadable")
+                if item.ksef_number in fresh:
+                    fresh.discard(item.ksef_number)  # a package listing a number twice stores it once
+                    new_items.append(item)
+            # Hashing and parsing a big window is CPU work of a second or more: off the event loop, so the API and
+            # other clients' runs stay responsive (lxml releases the GIL while it parses).
+            checked = await asyncio.to_thread(self._check_all, nip, subject, new_items, now, trace)
+            for outcome in checked:
+                item = outcome.item
+                if outcome.row is None or outcome.envelope is None:
+                    reason, detail = outcome.problem or ("malformed", "unreadable")
                     rejection = await purchases.record_rejection(
                         session,
                         nip=nip,
@@ -517,8 +529,12 @@ class SyncEngine:
                     if not rejection.given_up and held is not None:
                         hold_at = held if hold_at is None else min(hold_at, held)
                     continue
-                await self._store_invoice(session, nip, subject, item, header, now)
+                rows.append(outcome.row)
+                envelopes.append(outcome.envelope)
                 stored.append(item.ksef_number)
+            # One executemany each for the rows and their events (same order: an event follows its invoice).
+            await purchases.insert_invoices(session, rows)
+            await self._outbox.add_many(session, envelopes, topic=InvoiceFetched.topic)
             await purchases.clear_rejections(session, nip, stored)
             values: dict[str, Any] = dict(_NO_EXPORT)
             if hold_at is not None:
@@ -532,6 +548,25 @@ class SyncEngine:
         more = has_more(window, result) and hold_at is None
         return checkpoint, more
 
+    def _check_all(
+        self, nip: str, subject: SubjectType, items: Sequence[_Fetched], now: datetime, trace: dict[str, str]
+    ) -> list[_Checked]:
+        """Each new invoice's hash check (once) and header parse, then its row and event; no database access."""
+        checked = []
+        for item in items:
+            problem = self._check(item)
+            if problem is None:
+                try:
+                    header = parse_invoice_header(item.xml)
+                except InvoiceParseError as exc:
+                    problem = ("malformed", str(exc))
+                else:
+                    row, envelope = self._new_invoice(nip, subject, item, header, now, trace)
+                    checked.append(_Checked(item, row, envelope))
+                    continue
+            checked.append(_Checked(item, problem=problem))
+        return checked
+
     def _check(self, item: _Fetched) -> tuple[str, str] | None:
         expected = item.metadata.get("invoiceHash")
         if not expected:
@@ -544,15 +579,16 @@ class SyncEngine:
             )
         return None
 
-    async def _store_invoice(
+    def _new_invoice(
         self,
-        session: AsyncSession,
         nip: str,
         subject: SubjectType,
         item: _Fetched,
         header: InvoiceHeader,
         now: datetime,
-    ) -> None:
+        trace: dict[str, str],
+    ) -> tuple[dict[str, Any], Envelope]:
+        """The stored row of one new invoice and its ``invoice.fetched`` envelope (sharing the event id)."""
         meta = item.metadata
         acquisition = parse_instant(meta.get("acquisitionDate")) or parse_instant(meta.get("invoicingDate")) or now
         permanent = parse_instant(meta.get("permanentStorageDate"))
@@ -571,7 +607,6 @@ class SyncEngine:
             fetched_via=item.via,
             event_id=event_id,
         )
-        await purchases.insert_invoice(session, row)
         event = InvoiceFetched(
             ksef_number=item.ksef_number,
             client_nip=nip,
@@ -594,10 +629,10 @@ class SyncEngine:
             event,
             producer=SERVICE_NAME,
             client_nip=nip,
-            trace=current_trace_context(),
+            trace=trace,
             event_id=event_id,
         )
-        await self._outbox.add(session, envelope, topic=InvoiceFetched.topic)
+        return row, envelope
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
 
@@ -669,6 +704,8 @@ class SyncScheduler:
         self._task: asyncio.Task[None] | None = None
         self._running: dict[tuple[str, SubjectType], asyncio.Task[RunReport]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        if isinstance(source, LeasedVaultTargets):
+            source.is_busy = self.is_busy  # a context is handed to another replica only between its runs
 
     async def start(self) -> None:
         if self.settings.enabled and self._task is None:
@@ -698,6 +735,10 @@ class SyncScheduler:
 
     def is_running(self, nip: str, subject: SubjectType) -> bool:
         return (nip, subject) in self._running
+
+    def is_busy(self, nip: str) -> bool:
+        """A run of any of the client's subjects is in flight (an export included: it runs inside the run)."""
+        return any(running_nip == nip for running_nip, _ in self._running)
 
     async def _loop(self) -> None:
         while True:
@@ -821,20 +862,23 @@ class GatewayKsef:
 
 
 class LeasedVaultTargets:
-    """The vault's active contexts that this replica holds (or can take) the lease of."""
+    """The vault's active contexts whose lease this replica holds, after moving it towards its fair share of them
+    (``ContextLeases.balance``): each tick it takes free contexts while under the share and hands surplus over while
+    above it, never a context with a run in flight (``is_busy``; the scheduler sets it to its own running runs)."""
 
     def __init__(self, vault: Vault, leases: ContextLeases | None) -> None:
         self._vault = vault
         self._leases = leases
+        self.is_busy: Callable[[str], bool] = lambda nip: False
 
     async def targets(self) -> list[SyncTarget]:
+        active = await self._vault.active_contexts()
+        held = (
+            await self._leases.balance([c.nip for c in active], busy=self.is_busy) if self._leases is not None else None
+        )
         found = []
-        for context in await self._vault.active_contexts():
-            if (
-                self._leases is not None
-                and not self._leases.holds(context.nip)
-                and not await self._leases.try_acquire(context.nip)
-            ):
+        for context in active:
+            if held is not None and context.nip not in held:
                 continue  # another replica drives this context
             subjects = enabled_subjects(
                 {SubjectType.SUBJECT3: context.subject3, SubjectType.SUBJECT_AUTHORIZED: context.subject_authorized}

@@ -91,7 +91,10 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
             await asyncio.sleep(faults.latency_ms / 1000)
         if faults.outage:
             return Response(
-                content=b"Service Unavailable", status_code=503, headers={"Retry-After": "60"}, media_type="text/plain"
+                content=b"Service Unavailable",
+                status_code=503,
+                headers={"Retry-After": str(faults.outage_retry_after_s)},
+                media_type="text/plain",
             )
         if faults.error_rate and sim.rng.random() < faults.error_rate:
             error = KsefError(
@@ -99,6 +102,16 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
             )
             return ksef_error_response(request, error)
         return await call_next(request)
+
+    @app.middleware("http")
+    async def count_responses(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Added last, so it wraps the fault middleware: injected 503s and 500s are counted too.
+        response = await call_next(request)
+        path = request.url.path[len(request.scope.get("root_path", "")) :]
+        if path.startswith(API_PREFIX + "/"):
+            sim: Sim = request.app.state.sim
+            sim.traffic.record(response.status_code)
+        return response
 
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,7 @@ class Faults:
     error_rate: float = 0.0  # fraction of /v2 calls answered 500/503 at random
     stuck_exports: bool = False  # new exports stay at status 100 until cleared
     outage_kind: str = "FAILURE"  # FAILURE | TOTAL_FAILURE | MAINTENANCE: what Latarnia reports during the outage
+    outage_retry_after_s: int = 60  # the Retry-After of the outage's 503 answers
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -37,7 +39,19 @@ class Faults:
             "errorRate": self.error_rate,
             "stuckExports": self.stuck_exports,
             "kind": self.outage_kind,
+            "retryAfterSeconds": self.outage_retry_after_s,
         }
+
+
+@dataclass
+class Traffic:
+    """What the ``/v2`` API answered since start, by HTTP status (``/_sim/stats``): lets a test assert that a
+    client never drew a 429 from the limits, or how many calls still reached KSeF during an outage."""
+
+    by_status: Counter[int] = field(default_factory=Counter)
+
+    def record(self, status: int) -> None:
+        self.by_status[status] += 1
 
 
 @dataclass
@@ -50,6 +64,7 @@ class Sim:
     presigner: Presigner
     limiter: RateLimiter
     faults: Faults = field(default_factory=Faults)
+    traffic: Traffic = field(default_factory=Traffic)
     rng: random.Random = field(default_factory=random.Random)
 
     @classmethod

@@ -73,6 +73,27 @@ async def test_outage_answers_503_on_v2_only_until_cleared(root: httpx.AsyncClie
     assert (await root.get(PKC)).status_code == 200
 
 
+async def test_the_outage_retry_after_is_configurable(root: httpx.AsyncClient) -> None:
+    put = await root.put("/_sim/faults", json={"outage": True, "retryAfterSeconds": 2})
+    assert put.status_code == 200 and put.json()["retryAfterSeconds"] == 2
+
+    down = await root.get(PKC)
+    assert down.status_code == 503 and down.headers["retry-after"] == "2"
+
+
+async def test_stats_count_v2_answers_by_status_the_operator_api_not_at_all(root: httpx.AsyncClient) -> None:
+    assert (await root.get(PKC)).status_code == 200
+    await root.post("/_sim/faults/force-429", json={"count": 2})
+    for _ in range(2):
+        assert (await root.get(PKC)).status_code == 429
+    await root.put("/_sim/faults", json={"outage": True})
+    assert (await root.get(PKC)).status_code == 503
+    await root.delete("/_sim/faults")
+
+    stats = (await root.get("/_sim/stats")).json()
+    assert stats["responsesByStatus"] == {"200": 1, "429": 2, "503": 1}
+
+
 async def test_put_replaces_the_whole_fault_set(root: httpx.AsyncClient, sim: Sim) -> None:
     await root.put("/_sim/faults", json={"errorRate": 0.5, "stuckExports": True, "latencyMs": 5})
     response = await root.put("/_sim/faults", json={"stuckExports": True})
@@ -81,6 +102,7 @@ async def test_put_replaces_the_whole_fault_set(root: httpx.AsyncClient, sim: Si
         "outage": False,
         "kind": "FAILURE",
         "outageMessage": None,
+        "retryAfterSeconds": 60,
         "latencyMs": 0,
         "errorRate": 0.0,
         "stuckExports": True,

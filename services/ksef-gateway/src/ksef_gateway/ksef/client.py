@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -35,7 +36,7 @@ from cryptography import x509
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ksef_gateway.budget import Budget, EndpointGroup
+from ksef_gateway.budget import Budget, BudgetUnavailable, EndpointGroup
 from ksef_gateway.ksef.credentials import CertificateCredential, Credential, KsefTokenCredential
 from ksef_gateway.ksef.crypto import CryptoError, SymmetricKey, encrypt_ksef_token, sha256_b64
 from ksef_gateway.ksef.environments import Environment, base_url
@@ -243,17 +244,30 @@ class KsefClient:
         request_headers = {"User-Agent": self._user_agent, "Accept": "application/json", **(headers or {})}
         if token is not None:
             request_headers["Authorization"] = f"Bearer {token}"
+        previous: KsefError | None = None  # how the attempt before this one failed
         while True:
             call.attempts += 1
             error: KsefError | None = None
             response: httpx.Response | None = None
-            async with self._budget.slot(
-                environment=str(self.environment),
-                context=context,
-                group=group,
-                priority=priority,
-                max_wait_s=max_wait_s,
-            ) as slot:
+            holding = contextlib.AsyncExitStack()
+            try:
+                slot = await holding.enter_async_context(
+                    self._budget.slot(
+                        environment=str(self.environment),
+                        context=context,
+                        group=group,
+                        priority=priority,
+                        max_wait_s=max_wait_s,
+                    )
+                )
+            except BudgetUnavailable:
+                if previous is not None:
+                    # Earlier attempts reached KSeF and failed (5xx, no answer), then the budget refused the retry
+                    # (the circuit opened meanwhile): they were KSeF calls all the same, so they go into the log.
+                    call.attempts -= 1
+                    await self._observe(call, previous, started)
+                raise
+            async with holding:
                 with self._tracer.start_as_current_span(f"KSeF {operation}", kind=SpanKind.CLIENT) as span:
                     span.set_attribute("ksef.operation", operation)
                     span.set_attribute("ksef.environment", str(self.environment))
@@ -288,6 +302,7 @@ class KsefClient:
                 return response
             retryable = isinstance(error, KsefUnavailable) and idempotent
             if retryable and call.attempts <= self._settings.max_retries:
+                previous = error
                 await asyncio.sleep(self._backoff(call.attempts))
                 continue
             if error.reference_number:

@@ -4,7 +4,8 @@
   fraction of random 5xx, stuck exports (status 100 until cleared), forced 429s.
 - ``/clock``: move, freeze or reset the simulator clock that every time-driven transition reads.
 - ``/keys/rotate``: replace a Ministry key; clients holding the old ``publicKeyId`` then get 21470.
-- ``/seed`` and ``/stats``: bulk realistic FA(3) purchase invoices for tests and benchmarks, and what the store holds.
+- ``/seed`` and ``/stats``: bulk realistic FA(3) purchase invoices for tests and benchmarks, and what the store holds
+  and how the ``/v2`` API answered (calls per HTTP status).
 
 Being our own API, errors here are RFC 7807 problem documents with 422 for invalid input (instead of KSeF's
 400 21405 used under ``/v2``), so a typo in a test fixture reads clearly.
@@ -82,6 +83,9 @@ class FaultsRequest(_Model):
     outage: bool = Field(False, description="Every /v2 call answers 503 with Retry-After; Latarnia reports it.")
     kind: Category = Field(Category.FAILURE, description="What Latarnia reports while the outage lasts.")
     outage_message: str | None = Field(None, max_length=500, description="Appended to the Latarnia message text.")
+    retry_after_seconds: int = Field(
+        60, ge=0, le=86_400, description="The Retry-After header of the outage's 503 answers."
+    )
     latency_ms: int = Field(0, ge=0, le=120_000, description="Delay added to every /v2 call.")
     error_rate: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of /v2 calls answered 500 at random.")
     stuck_exports: bool = Field(False, description="New invoice exports stay at status 100 until cleared.")
@@ -105,6 +109,7 @@ def _faults_view(sim: Sim) -> FaultsView:
         outage=faults.outage,
         kind=Category(faults.outage_kind),
         outage_message=faults.outage_message,
+        retry_after_seconds=faults.outage_retry_after_s,
         latency_ms=faults.latency_ms,
         error_rate=faults.error_rate,
         stuck_exports=faults.stuck_exports,
@@ -130,6 +135,7 @@ def _apply_faults(sim: Sim, wanted: FaultsRequest) -> None:
         error_rate=wanted.error_rate,
         stuck_exports=wanted.stuck_exports,
         outage_kind=wanted.kind.value,
+        outage_retry_after_s=wanted.retry_after_seconds,
     )
 
 
@@ -302,6 +308,10 @@ class StatsView(_Model):
     invoices_by_type: dict[str, int]
     invoices_not_yet_indexed: int = Field(description="Accepted but not yet visible to PermanentStorage queries.")
     records: dict[str, int] = Field(description="Count of every record kind the simulator knows, by KIND.")
+    responses_by_status: dict[str, int] = Field(
+        description="How many /v2 calls were answered with each HTTP status since start (429s from the rate limits, "
+        "503s of an injected outage, ...)."
+    )
 
 
 def _record_classes() -> list[type[Record]]:
@@ -330,4 +340,5 @@ async def stats(request: Request) -> StatsView:
         invoices_by_type=by_type,
         invoices_not_yet_indexed=sum(1 for i in invoices if i.indexed_at > now),
         records={cls.KIND: sim.store.count(cls) for cls in _record_classes()},
+        responses_by_status={str(status): count for status, count in sorted(sim.traffic.by_status.items())},
     )
