@@ -620,6 +620,8 @@ class SyncEngine:
             gross_amount=header.gross_amount,
             currency=header.currency,
             invoice_type=header.invoice_type,
+            corrected_ksef_number=header.corrected_ksef_number,
+            corrected_invoice_number=header.corrected_invoice_number,
             acquisition_date=acquisition,
             permanent_storage_date=permanent,
             invoice_hash=str(meta["invoiceHash"]),

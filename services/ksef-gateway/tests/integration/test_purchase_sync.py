@@ -613,3 +613,24 @@ async def _final_in_ksef(sim: RunningSim, nip: str) -> bool:
     return all(
         i.permanent_storage_date <= hwm for i in sim.sim.store.all(StoredInvoice) if i.buyer_identifier.value == nip
     )
+
+
+async def test_a_correction_event_names_the_invoice_it_corrects(
+    sim: RunningSim, sqlite_url: str, nip: str, gateways: list[Gateway]
+) -> None:
+    await seed(sim, nip, 12, corrections=0.5)
+    gateway = await start_gateway(sim, sqlite_url, OneClient(nip), sync_settings(), kafka=None, schedule=False)
+    gateways.append(gateway)
+    assert (await gateway.engine.run(nip, SubjectType.SUBJECT2)).stored == 12
+
+    outbox = gateway.runtime.definition.tables.outbox
+    async with gateway.runtime.db.sessionmaker() as session:
+        payloads = (await session.execute(select(outbox.c.payload).where(outbox.c.key == nip))).scalars().all()
+    events = {e.ksef_number: e for e in (Envelope.model_validate_json(p).parse(InvoiceFetched) for p in payloads)}
+    corrections = [e for e in events.values() if e.invoice_type == "KOR"]
+    assert corrections, "the seed made corrections"
+    for correction in corrections:
+        # DaneFaKorygowanej of the XML, carried to buffer-svc: the corrected invoice is one KSeF holds for the buyer.
+        original = events[str(correction.corrected_ksef_number)]
+        assert correction.corrected_invoice_number == original.p_2
+    assert all(e.corrected_ksef_number is None for e in events.values() if e.invoice_type == "VAT")

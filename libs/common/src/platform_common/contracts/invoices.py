@@ -40,6 +40,10 @@ class InvoiceFetched(EventContract):
     gross_amount: Decimal
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     invoice_type: str = Field(description="FA(3) RodzajFaktury: VAT, KOR, ZAL, ROZ, UPR, KOR_ZAL, KOR_ROZ")
+    # Corrections (KOR*) name the invoice they correct (DaneFaKorygowanej): its KSeF number when it had one,
+    # and the seller's number P_2 of it. Optional and additive within version 1: older producers leave them out.
+    corrected_ksef_number: str | None = Field(default=None, max_length=64)  # may be a 36-char KSeF 1.0 number
+    corrected_invoice_number: str | None = Field(default=None, max_length=256)
     acquisition_date: datetime
     permanent_storage_date: datetime | None = None
     invoice_hash: str = Field(description="Base64 SHA-256 of the invoice XML as KSeF stores it")
