@@ -6,49 +6,26 @@ hashes, signing keys and TOTP seeds encrypted with AES-256-GCM (``crypto.SecretB
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
     Table,
     Text,
-    TypeDecorator,
     UniqueConstraint,
     Uuid,
 )
-from sqlalchemy.engine import Dialect
 
 from auth_svc.settings import SCHEMA
-from platform_common.db import make_metadata
+from platform_common.db import UtcDateTime, make_metadata
 from platform_common.messaging.tables import Json, SequenceId, add_messaging_tables
 
 metadata = make_metadata(SCHEMA)
 messaging_tables = add_messaging_tables(metadata)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware on both databases: SQLite hands back naive values, which are UTC here by construction."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC) if value is not None else None
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if not isinstance(value, datetime):
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _org_fk() -> ForeignKey:

@@ -39,7 +39,6 @@ from auth_svc.crypto import (
     same_hash,
     token_hash,
 )
-from auth_svc.domain.nip import InvalidNip, normalize_nip
 from auth_svc.domain.roles import (
     ADMIN_ROLES,
     ALL_CLIENTS,
@@ -57,6 +56,7 @@ from auth_svc.principal import Principal
 from auth_svc.repository import Repository
 from auth_svc.settings import AuthSettings
 from platform_common.messaging.outbox import Outbox
+from platform_common.nip import InvalidNip, normalize_nip
 from platform_common.problems import Problem
 
 log = logging.getLogger(__name__)

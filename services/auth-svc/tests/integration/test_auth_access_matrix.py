@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from auth_svc.domain.nip import is_valid_nip
 from auth_svc.testing import AuthHarness, World, harness_fixture
+from platform_common.nip import is_valid_nip
 
 pytestmark = pytest.mark.postgres
 h = harness_fixture()

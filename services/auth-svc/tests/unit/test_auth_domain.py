@@ -5,10 +5,10 @@ import uuid
 import pytest
 
 from auth_svc.crypto import DEVELOPMENT_SECRETS_KEY, SecretBox, new_public_id, same_hash, token_hash
-from auth_svc.domain.nip import InvalidNip, is_valid_nip, normalize_nip
 from auth_svc.domain.roles import ROLE_PERMISSIONS, USER_PERMISSIONS, OrgKind, Perm, Role, role_fits
 from auth_svc.principal import Principal
 from auth_svc.settings import AuthSettings
+from platform_common.nip import InvalidNip, is_valid_nip, normalize_nip
 
 # "1234563218" (a valid NIP) in fullwidth digits: str.isdigit() accepts them, the NIP check must not.
 FULLWIDTH_VALID_DIGITS = "".join(chr(0xFF10 + int(d)) for d in "1234563218")

@@ -1,14 +1,10 @@
 """The service's tables, all in its own schema ``gateway``."""
 
-from datetime import UTC, datetime
-from typing import Any
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     LargeBinary,
@@ -16,34 +12,15 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    TypeDecorator,
     Uuid,
 )
-from sqlalchemy.engine import Dialect
 
 from ksef_gateway.settings import SCHEMA
-from platform_common.db import make_metadata
+from platform_common.db import UtcDateTime, make_metadata
 from platform_common.messaging.tables import Json, add_messaging_tables
 
 metadata = make_metadata(SCHEMA)
 messaging_tables = add_messaging_tables(metadata)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """Timezone-aware on both databases: SQLite hands back naive values, which are UTC here by construction."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC) if value is not None else None
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if not isinstance(value, datetime):
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 # --- KSeF sessions, context leases and the communication log (gateway_0002) ------------------------------------

@@ -19,7 +19,7 @@ from ksef_gateway.domain.credentials import (
     check_ksef_token,
     status_for_permissions,
 )
-from ksef_gateway.domain.nip import InvalidNip, normalize_nip
+from platform_common.nip import InvalidNip, normalize_nip
 
 NIP = "5265877635"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

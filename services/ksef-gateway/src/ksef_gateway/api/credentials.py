@@ -14,12 +14,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ksef_gateway.domain.credentials import CredentialError, CredentialKind, CredentialModel, CredentialStatus, Scope
-from ksef_gateway.domain.nip import InvalidNip, normalize_nip
 from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.vault import CredentialSetup, CredentialView, Vault
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import require
 from platform_common.auth.principal import Principal
+from platform_common.nip import InvalidNip, normalize_nip
 from platform_common.problems import Problem
 
 router = APIRouter(tags=["credentials"])

@@ -17,13 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ksef_gateway import purchases
 from ksef_gateway.budget import EndpointGroup
-from ksef_gateway.domain.nip import InvalidNip, normalize_nip
 from ksef_gateway.domain.sync import SubjectType, enabled_subjects, lag
 from ksef_gateway.sync import request_fetch_now
 from ksef_gateway.vault import ActiveContext
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import not_found, require
 from platform_common.auth.principal import Principal
+from platform_common.nip import InvalidNip, normalize_nip
 from platform_common.problems import Problem
 
 router = APIRouter(tags=["purchase-sync"])

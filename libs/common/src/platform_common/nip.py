@@ -1,4 +1,9 @@
-"""Polish tax identification numbers (NIP): ten digits, the last a weighted checksum mod 11."""
+"""Polish tax identification numbers (NIP): ten digits, the last a weighted checksum mod 11.
+
+Shared by every service: organisations (auth-svc) and KSeF contexts (the gateway) are NIPs, and production KSeF
+checks the checksum too (REFERENCE.md §2), so a NIP that fails it is refused with a clear error before anything
+is stored or sent.
+"""
 
 from __future__ import annotations
 
