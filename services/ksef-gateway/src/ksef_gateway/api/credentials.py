@@ -13,13 +13,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ksef_gateway.api.nip import client_nip
 from ksef_gateway.domain.credentials import CredentialError, CredentialKind, CredentialModel, CredentialStatus, Scope
 from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.vault import CredentialSetup, CredentialView, Vault
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import require
 from platform_common.auth.principal import Principal
-from platform_common.nip import InvalidNip, normalize_nip
 from platform_common.problems import Problem
 
 router = APIRouter(tags=["credentials"])
@@ -34,16 +34,6 @@ def get_vault(request: Request) -> Vault:
 
 
 VaultDep = Annotated[Vault, Depends(get_vault)]
-
-
-def _context_nip(nip: str) -> str:
-    try:
-        normalized = normalize_nip(nip)
-    except InvalidNip as exc:
-        raise Problem(422, "Invalid NIP", f"{nip!r} is not a valid NIP: {exc}.", code="invalid-nip") from None
-    if normalized != nip:
-        raise Problem(422, "Invalid NIP", "Write the NIP as its ten digits only.", code="invalid-nip")
-    return normalized
 
 
 def _actor(principal: Principal) -> str:
@@ -181,7 +171,7 @@ async def put_credential(
 ) -> CredentialStatusOut:
     """Checks the credential (token shape, or certificate, key and password), authenticates with it in the
     client's KSeF context and reads the permissions it holds there; stores it only if the scope is covered."""
-    context_nip = _context_nip(nip)
+    context_nip = client_nip(nip)
     setup = _setup(body)
     try:
         view, created = await vault.register(context_nip, setup, _actor(principal))
@@ -217,7 +207,7 @@ def _setup(body: KsefTokenSetup | CertificateSetup) -> CredentialSetup:
     response_model=CredentialStatusOut,
 )
 async def get_credential(nip: str, principal: CredentialManager, vault: VaultDep) -> CredentialStatusOut:
-    view = await vault.status(_context_nip(nip))
+    view = await vault.status(client_nip(nip))
     if view is None:
         raise Problem(404, "No credential", f"No KSeF credential is registered for NIP {nip}.", code="no-credential")
     return CredentialStatusOut.of(view)
@@ -225,7 +215,7 @@ async def get_credential(nip: str, principal: CredentialManager, vault: VaultDep
 
 @router.delete("/clients/{nip}/credential", summary="Remove the client's KSeF credential", status_code=204)
 async def delete_credential(nip: str, principal: CredentialManager, vault: VaultDep) -> Response:
-    if not await vault.remove(_context_nip(nip), _actor(principal)):
+    if not await vault.remove(client_nip(nip), _actor(principal)):
         raise Problem(404, "No credential", f"No KSeF credential is registered for NIP {nip}.", code="no-credential")
     return Response(status_code=204)
 

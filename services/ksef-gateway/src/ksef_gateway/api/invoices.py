@@ -19,7 +19,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from ksef_gateway import purchases
-from ksef_gateway.api.sync import GatewayDep, KsefReader, client_nip
+from ksef_gateway.api.nip import client_nip
+from ksef_gateway.api.sync import GatewayDep, KsefReader
 from ksef_gateway.sync import xml_ref
 from platform_common.auth import not_found
 from platform_common.contracts.invoices import KSEF_NUMBER_PATTERN

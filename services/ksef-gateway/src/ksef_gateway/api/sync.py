@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ksef_gateway import purchases
+from ksef_gateway.api.nip import client_nip
 from ksef_gateway.budget import EndpointGroup
 from ksef_gateway.domain.sync import SubjectType, enabled_subjects, lag
 from ksef_gateway.sync import request_fetch_now
@@ -23,7 +24,6 @@ from ksef_gateway.vault import ActiveContext
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import not_found, require
 from platform_common.auth.principal import Principal
-from platform_common.nip import InvalidNip, normalize_nip
 from platform_common.problems import Problem
 
 router = APIRouter(tags=["purchase-sync"])
@@ -40,16 +40,6 @@ def gateway(request: Request) -> Gateway:
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]
-
-
-def client_nip(nip: str) -> str:
-    try:
-        normalized = normalize_nip(nip)
-    except InvalidNip as exc:
-        raise Problem(422, "Invalid NIP", f"{nip!r} is not a valid NIP: {exc}.", code="invalid-nip") from None
-    if normalized != nip:
-        raise Problem(422, "Invalid NIP", "Write the NIP as its ten digits only.", code="invalid-nip")
-    return normalized
 
 
 class ExportInFlight(BaseModel):
