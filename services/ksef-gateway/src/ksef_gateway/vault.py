@@ -241,6 +241,8 @@ def _failure_status(error: BaseException, row: RowMapping, now: datetime) -> Cre
     if error.auth_status == 450:
         said = " ".join([error.status_description, *error.details]).lower()
         return CredentialStatus.REVOKED if ("unieważnion" in said or "revoked" in said) else CredentialStatus.INVALID
+    if error.auth_status == 460 and _certificate_problem(error) == "revoked":
+        return CredentialStatus.REVOKED
     if error.auth_status == 460 and row["valid_until"] is not None and now >= row["valid_until"]:
         return CredentialStatus.EXPIRED
     if error.auth_status in (415, 460, 470, 480):
@@ -442,7 +444,7 @@ class Vault:
             "updated_at": now,
             **extra,
         }
-        created = await self._store(context_nip, secret, values, actor, now)
+        stored, created = await self._store(context_nip, secret, values, actor, now)
         for listener in self._listeners:
             try:
                 await listener(context_nip)
@@ -457,9 +459,9 @@ class Vault:
             setup.scope.value,
             environment.value,
         )
-        view = await self.status(context_nip)
-        assert view is not None
-        return view, created
+        # The row as this request wrote it: a registration racing this one may replace it right after, and
+        # the answer must describe what this request stored.
+        return _view(stored), created
 
     def _prepare(
         self, context_nip: str, setup: CredentialSetup, now: datetime
@@ -467,7 +469,9 @@ class Vault:
         if setup.kind is CredentialKind.KSEF_TOKEN:
             if setup.token is None:
                 raise CredentialError("ksef-token-missing", "No KSeF token", "A ksef_token credential needs token.")
-            token, token_info = token_credential(setup.token, context_nip)
+            token, token_info = token_credential(
+                setup.token, context_nip, delegated=setup.model is CredentialModel.DELEGATED
+            )
             extra: dict[str, Any] = {
                 "token_reference": token_info.reference_number,
                 "certificate_pem": None,
@@ -540,7 +544,12 @@ class Vault:
             )
         return permissions
 
-    async def _store(self, context_nip: str, secret: bytes, values: dict[str, Any], actor: str, now: datetime) -> bool:
+    async def _store(
+        self, context_nip: str, secret: bytes, values: dict[str, Any], actor: str, now: datetime
+    ) -> tuple[RowMapping, bool]:
+        """Insert or replace the context's row; returns it as written and whether it is new. Two registrations
+        of one NIP at once: one inserts, the other hits the unique NIP, and replaces the fresh row in a second
+        round (last writer wins, answered 201 and 200)."""
         t = self._table
         for _attempt in range(2):
             async with self._db.sessionmaker() as session, session.begin():
@@ -557,18 +566,27 @@ class Vault:
                 }
                 if existing is not None:
                     await session.execute(update(t).where(t.c.id == existing).values(row))
-                    return False
-                try:
-                    async with session.begin_nested():
-                        await session.execute(
-                            t.insert().values(
-                                id=credential_id, context_nip=context_nip, created_by=actor, created_at=now, **row
+                else:
+                    try:
+                        async with session.begin_nested():
+                            await session.execute(
+                                t.insert().values(
+                                    id=credential_id, context_nip=context_nip, created_by=actor, created_at=now, **row
+                                )
                             )
-                        )
-                except IntegrityError:
-                    continue  # registered concurrently: replace it on the next round
-                return True
-        raise RuntimeError(f"could not store the credential of context {context_nip}")
+                    except IntegrityError:
+                        log.info("credential of context %s was registered concurrently: replacing it", context_nip)
+                        continue
+                written = (await session.execute(select(t).where(t.c.id == credential_id))).mappings().one()
+                return written, existing is None
+        # Only when the row inserted concurrently vanished again (removed) before our replacement could lock it.
+        raise CredentialError(
+            "credential-conflict",
+            "The credential changed meanwhile",
+            f"The credential of NIP {context_nip} was registered and removed by other requests while this one was "
+            "being stored; nothing was stored by this request. Check its status and try again.",
+            status=409,
+        )
 
     async def remove(self, context_nip: str, actor: str) -> bool:
         t = self._table
@@ -680,13 +698,7 @@ def _auth_failure(exc: KsefAuthFailed, context_nip: str, setup: CredentialSetup)
             **extensions,
         )
     if status == 460:
-        return CredentialError(
-            "certificate-rejected",
-            "KSeF rejected the certificate",
-            f"KSeF does not accept the certificate ({said}): it must be a qualified certificate or seal, or a KSeF "
-            "certificate, valid and not revoked.",
-            **extensions,
-        )
+        return _certificate_failure(_certificate_problem(exc), said, extensions)
     if status == 480:
         return CredentialError(
             "context-blocked",
@@ -708,6 +720,54 @@ def _auth_failure(exc: KsefAuthFailed, context_nip: str, setup: CredentialSetup)
         "ksef-auth-failed",
         "KSeF refused the authentication",
         f"KSeF ended the authentication with status {status}: {said}.",
+        **extensions,
+    )
+
+
+def _certificate_problem(exc: KsefAuthFailed) -> str:
+    """Which of KSeF's 460 details (spec, GET /auth/{ref}: Nieważny certyfikat, Błąd weryfikacji łańcucha
+    certyfikatów, Niezaufany łańcuch certyfikatów, Certyfikat odwołany, Certyfikat zawieszony, Niepoprawny
+    certyfikat) this is; KSeF gives no code for them, only the Polish text."""
+    said = " ".join(exc.details).lower()
+    if "odwołan" in said or "revoked" in said:
+        return "revoked"
+    if "zawieszon" in said or "suspended" in said:
+        return "suspended"
+    if "łańcuch" in said or "chain" in said or "untrusted" in said:
+        return "untrusted"
+    return "invalid"
+
+
+def _certificate_failure(problem: str, said: str, extensions: dict[str, Any]) -> CredentialError:
+    if problem == "revoked":
+        return CredentialError(
+            "certificate-revoked",
+            "The certificate is revoked",
+            f"KSeF says this certificate has been revoked ({said}); it can never authenticate again: obtain a new "
+            "certificate (or KSeF certificate) and register it.",
+            **extensions,
+        )
+    if problem == "suspended":
+        return CredentialError(
+            "certificate-suspended",
+            "The certificate is suspended",
+            f"KSeF says this certificate is suspended ({said}); have its issuer lift the suspension, or register "
+            "another certificate.",
+            **extensions,
+        )
+    if problem == "untrusted":
+        return CredentialError(
+            "certificate-untrusted",
+            "KSeF does not trust the certificate",
+            f"KSeF could not verify the certificate's chain ({said}): use a qualified certificate or seal from an "
+            "EU trusted list, or a KSeF certificate.",
+            **extensions,
+        )
+    return CredentialError(
+        "certificate-rejected",
+        "KSeF rejected the certificate",
+        f"KSeF does not accept the certificate ({said}): it must be a qualified certificate or seal, or a KSeF "
+        "certificate, within its validity period by KSeF's clock and not revoked.",
         **extensions,
     )
 

@@ -4,6 +4,7 @@ generated through ``POST /tokens`` after an XAdES login, grants through the TEST
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
@@ -110,15 +111,17 @@ class World:
 
     # -- KSeF state, set up through the simulator's HTTP API -------------------------------------------------------
 
-    async def owner_access_token(self, nip: str) -> str:
-        key, cert = person_certificate(nip)
+    async def owner_access_token(self, nip: str, subject_nip: str | None = None) -> str:
+        """An XAdES-authenticated access token in the context of ``nip``: of its owner, or of ``subject_nip``
+        (someone the context granted permissions, e.g. the office)."""
+        key, cert = person_certificate(subject_nip or nip)
         credential_ = CertificateCredential(pem(cert).encode(), SecretBytes(key_pem(key).encode()))
         session = await self.gateway.ksef.for_environment("sim").authenticate(nip, credential_)
         return session.access_token
 
-    async def ksef_token(self, nip: str, permissions: list[str]) -> tuple[str, str]:
-        """A new KSeF token of the context's owner: (token, reference number)."""
-        access = await self.owner_access_token(nip)
+    async def ksef_token(self, nip: str, permissions: list[str], *, subject_nip: str | None = None) -> tuple[str, str]:
+        """A new KSeF token in the context of ``nip`` (of its owner, or of ``subject_nip``): (token, reference)."""
+        access = await self.owner_access_token(nip, subject_nip)
         async with httpx.AsyncClient(base_url=self.sim.api_url) as http:
             r = await http.post(
                 "/tokens",
@@ -129,6 +132,43 @@ class World:
         body = r.json()
         self.secrets += [body["token"], body["token"].rsplit("|", 1)[1]]
         return body["token"], body["referenceNumber"]
+
+    async def ksef_certificate(self, nip: str, key: ec.EllipticCurvePrivateKey) -> tuple[x509.Certificate, str, str]:
+        """A KSeF authentication certificate (REFERENCE.md §17) enrolled by the owner of ``nip`` for ``key``:
+        (certificate, serial number, the owner's access token, which may revoke it)."""
+        access = await self.owner_access_token(nip)
+        bearer = {"Authorization": f"Bearer {access}"}
+        oids = {
+            "commonName": NameOID.COMMON_NAME,
+            "countryName": NameOID.COUNTRY_NAME,
+            "organizationName": NameOID.ORGANIZATION_NAME,
+            "serialNumber": NameOID.SERIAL_NUMBER,
+            "givenName": NameOID.GIVEN_NAME,
+            "surname": NameOID.SURNAME,
+            "uniqueIdentifier": NameOID.X500_UNIQUE_IDENTIFIER,
+            "organizationIdentifier": NameOID.ORGANIZATION_IDENTIFIER,
+        }
+        async with httpx.AsyncClient(base_url=self.sim.api_url) as http:
+            data = (await http.get("/certificates/enrollments/data", headers=bearer)).json()
+            name = x509.Name([x509.NameAttribute(oids[k], v) for k, v in data.items() if k in oids])
+            csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+            enrolled = await http.post(
+                "/certificates/enrollments",
+                json={
+                    "certificateName": "vault test",
+                    "certificateType": "Authentication",
+                    "csr": base64.b64encode(csr.public_bytes(serialization.Encoding.DER)).decode(),
+                },
+                headers=bearer,
+            )
+            assert enrolled.status_code == 202, enrolled.text
+            status = await http.get(f"/certificates/enrollments/{enrolled.json()['referenceNumber']}", headers=bearer)
+            serial = status.json()["certificateSerialNumber"]
+            retrieved = await http.post(
+                "/certificates/retrieve", json={"certificateSerialNumbers": [serial]}, headers=bearer
+            )
+        der = base64.b64decode(retrieved.json()["certificates"][0]["certificate"])
+        return x509.load_der_x509_certificate(der), serial, access
 
     async def revoke_ksef_token(self, nip: str, reference: str) -> None:
         access = await self.owner_access_token(nip)
@@ -532,3 +572,161 @@ async def test_local_problems_are_answered_before_any_ksef_call(world: World, ca
     assert await world.rows() == []
     assert world.sim.sim.store.count(AuthOperation) == 0  # KSeF was never asked
     assert_no_secret_in(world, r.text, r2.text, r3.text, log_text(caplog))
+
+
+# --- races, rate limits, delegated tokens and certificate errors (issue #5 follow-up) -----------------------------
+
+
+async def test_two_registrations_of_one_nip_at_once_leave_one_credential_and_two_clear_answers(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, first_reference = await world.ksef_token(CLIENT, ["InvoiceRead"])
+    second, second_reference = await world.ksef_token(CLIENT, ["InvoiceRead"])
+    vault = world.gateway.vault
+    validate = vault._check_in_ksef
+    # Both requests pass KSeF's check before either stores: the race is then decided in the database alone.
+    validated = asyncio.Barrier(2)
+
+    async def check_then_meet(*args: Any, **kwargs: Any) -> frozenset[str]:
+        permissions = await validate(*args, **kwargs)
+        await validated.wait()
+        return permissions
+
+    monkeypatch.setattr(vault, "_check_in_ksef", check_then_meet)
+
+    caplog.set_level(logging.INFO, logger="ksef_gateway.vault")
+    answers = await asyncio.gather(
+        world.put({"kind": "ksef_token", "token": first}), world.put({"kind": "ksef_token", "token": second})
+    )
+
+    assert sorted(r.status_code for r in answers) in ([200, 201], [201, 409]), [a.text for a in answers]
+    for answer, reference in zip(answers, (first_reference, second_reference), strict=True):
+        if answer.status_code == 409:
+            assert answer.json()["type"].endswith("/credential-conflict"), answer.text
+        else:
+            # Each answer describes the credential that request stored, not whatever the other one left.
+            assert answer.json()["token_reference"] == reference, answer.text
+    # Both really met in the database: one insert lost on the unique NIP and went on to replace the winner's row.
+    assert "registered concurrently" in caplog.text
+    (row,) = await world.rows()
+    # The credential kept is the one whose answer came last in the database: the replacement (200), or the
+    # registration (201) when the other request was refused (409).
+    winner = next(a for a in answers if a.status_code == (200 if any(x.status_code == 200 for x in answers) else 201))
+    kept = first if winner is answers[0] else second
+    assert row["token_reference"] == kept.split("|", 1)[0]
+    _environment, served = await vault.credential_for(CLIENT)
+    assert served == KsefTokenCredential(SecretStr(kept))
+    assert (await world.get()).json()["token_reference"] == row["token_reference"]
+    assert_no_secret_in(world, *(a.text for a in answers))
+
+
+async def test_a_429_from_ksef_during_validation_is_a_503_with_retry_after_and_stores_nothing(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token, _ = await world.ksef_token(CLIENT, ["InvoiceRead"])
+    async with httpx.AsyncClient(base_url=world.sim.root_url) as http:
+        forced = await http.post("/_sim/faults/force-429", json={"count": 1})
+    assert forced.status_code == 200, forced.text
+    before = world.sim.sim.limiter.forced_429s
+
+    r = await world.put({"kind": "ksef_token", "token": token})
+
+    assert world.sim.sim.limiter.forced_429s == before - 1  # KSeF really answered 429 to the validation
+    assert r.status_code == 503, r.text
+    problem = r.json()
+    assert problem["type"].endswith("/ksef-unavailable") and "rate limiting" in problem["detail"]
+    assert "nothing was stored" in problem["detail"]
+    assert int(r.headers["retry-after"]) >= 1
+    assert await world.rows() == [] and (await world.get()).status_code == 404
+    assert world.invalidated == []
+    assert_no_secret_in(world, r.text, log_text(caplog))
+
+    # The 429 was about that moment, not the credential: the same token registers once KSeF lets us in again.
+    again = await world.put({"kind": "ksef_token", "token": token})
+    assert again.status_code == 201, again.text
+
+
+async def test_the_offices_own_ksef_token_cannot_act_in_the_clients_context(world: World) -> None:
+    """REFERENCE.md §3.2/§16: a KSeF token has its context built in, so the office's token (context = the office's
+    NIP) never authenticates in the client's context, grant or not; the office must generate a token while
+    authenticated (XAdES) in the client's context, or register its certificate, after the client's grant."""
+    await world.grant(CLIENT, OFFICE, ["InvoiceRead"])
+    office_token, _ = await world.ksef_token(OFFICE, ["InvoiceRead"])
+
+    # What KSeF (as the simulator models it) says: the token is a bad token (450) in any other context.
+    with pytest.raises(KsefAuthFailed) as refused:
+        await world.gateway.ksef.for_environment("sim").authenticate(
+            CLIENT, KsefTokenCredential(SecretStr(office_token))
+        )
+    assert refused.value.auth_status == 450
+
+    r = await world.put({"kind": "ksef_token", "token": office_token, "model": "delegated"})
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["type"].endswith("/ksef-token-wrong-context") and problem["token_context_nip"] == OFFICE
+    assert "generate" in problem["detail"] and f"context of NIP {CLIENT}" in problem["detail"]
+    assert await world.rows() == []
+
+    # The way that works: the office, authenticated in the client's context, generates a token there.
+    delegated_token, _ = await world.ksef_token(CLIENT, ["InvoiceRead"], subject_nip=OFFICE)
+    assert f"|nip-{CLIENT}|" in delegated_token
+    r = await world.put({"kind": "ksef_token", "token": delegated_token, "model": "delegated"})
+    assert r.status_code == 201, r.text
+    assert r.json()["model"] == "delegated" and r.json()["permissions_seen"] == ["InvoiceRead"]
+    assert await world.gateway.sessions.access_token(CLIENT)
+
+    # Such a token carries no more than the office holds in the client's context right now (§16).
+    await world.revoke_grants(CLIENT, OFFICE)
+    r = await world.put({"kind": "ksef_token", "token": delegated_token, "model": "delegated"})
+    assert r.status_code == 422 and r.json()["type"].endswith("/no-access-to-context"), r.text
+
+
+async def test_a_revoked_ksef_certificate_is_a_specific_problem(world: World) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate, serial, owner = await world.ksef_certificate(CLIENT, key)
+    body = {"kind": "certificate", "certificate": pem(certificate), "private_key": key_pem(key)}
+    world.secrets.append(body["private_key"])
+    assert (await world.put(body)).status_code == 201  # the KSeF certificate works while it is active
+
+    async with httpx.AsyncClient(base_url=world.sim.api_url) as http:
+        revoked = await http.post(
+            f"/certificates/{serial}/revoke",
+            json={"revocationReason": "KeyCompromise"},
+            headers={"Authorization": f"Bearer {owner}"},
+        )
+    assert revoked.status_code == 204, revoked.text
+
+    # Setup: KSeF's 460 "Certyfikat odwołany" becomes its own problem, and nothing replaces the stored row.
+    r = await world.put(body)
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["type"].endswith("/certificate-revoked"), problem
+    assert problem["ksef_auth_status"] == 460 and "odwołany" in problem["ksef_description"]
+    assert "revoked" in problem["detail"] and "new certificate" in problem["detail"]
+    assert_no_secret_in(world, r.text)
+
+    # In use: the session manager's next authentication fails and the credential is marked revoked, not retried.
+    await world.gateway.sessions.invalidate(CLIENT)
+    with pytest.raises(KsefAuthFailed) as failed:
+        await world.gateway.sessions.access_token(CLIENT)
+    assert failed.value.auth_status == 460
+    status = (await world.get()).json()
+    assert status["status"] == "revoked" and "460" in status["last_error"]
+    assert await world.gateway.vault.active_contexts() == []
+
+
+async def test_a_certificate_ksef_considers_expired_is_a_460_problem(world: World) -> None:
+    # Our clock says the certificate is valid; KSeF's (the simulator's, moved past notAfter) does not.
+    body = world.certificate_body(CLIENT)
+    async with httpx.AsyncClient(base_url=world.sim.root_url) as http:
+        moved = await http.post("/_sim/clock/advance", json={"seconds": 61 * 24 * 3600})
+    assert moved.status_code == 200, moved.text
+
+    r = await world.put(body)
+
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["type"].endswith("/certificate-rejected"), problem
+    assert problem["ksef_auth_status"] == 460 and "Nieważny certyfikat" in problem["ksef_description"]
+    assert await world.rows() == []

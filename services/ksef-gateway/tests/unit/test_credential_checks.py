@@ -14,11 +14,14 @@ from pydantic import SecretStr
 
 from ksef_gateway.domain.credentials import (
     CredentialError,
+    CredentialKind,
     Scope,
     certificate_credential,
     check_ksef_token,
     status_for_permissions,
 )
+from ksef_gateway.ksef.errors import KsefAuthFailed
+from ksef_gateway.vault import CredentialSetup, _auth_failure
 from platform_common.nip import InvalidNip, normalize_nip
 
 NIP = "5265877635"
@@ -187,3 +190,39 @@ class TestScopeAndNip:
         assert normalize_nip("526-025-02-16") == "5260250216"
         with pytest.raises(InvalidNip):
             normalize_nip("5260250217")
+
+
+def test_an_offices_own_token_offered_for_a_client_says_how_delegation_works_with_tokens() -> None:
+    office = "5260250216"
+    office_token = TOKEN.replace(f"nip-{NIP}", f"nip-{office}")
+    with pytest.raises(CredentialError) as plain:
+        check_ksef_token(office_token, NIP)
+    with pytest.raises(CredentialError) as delegated:
+        check_ksef_token(office_token, NIP, delegated=True)
+    assert plain.value.code == delegated.value.code == "ksef-token-wrong-context"
+    assert "office" not in plain.value.detail
+    assert f"context of NIP {NIP}" in delegated.value.detail and "generate a token there" in delegated.value.detail
+    assert delegated.value.extensions["token_context_nip"] == office
+
+
+@pytest.mark.parametrize(
+    ("details", "code"),
+    [
+        # The 460 details the spec lists for GET /auth/{referenceNumber}.
+        (["Certyfikat odwołany"], "certificate-revoked"),
+        (["Certyfikat zawieszony"], "certificate-suspended"),
+        (["Niezaufany łańcuch certyfikatów"], "certificate-untrusted"),
+        (["Błąd weryfikacji łańcucha certyfikatów"], "certificate-untrusted"),
+        (["Nieważny certyfikat"], "certificate-rejected"),
+        (["Niepoprawny certyfikat"], "certificate-rejected"),
+        ([], "certificate-rejected"),
+    ],
+)
+def test_each_460_detail_is_its_own_clear_problem(details: list[str], code: str) -> None:
+    failure = KsefAuthFailed(
+        460, "Uwierzytelnianie zakończone niepowodzeniem z powodu błędu certyfikatu", details, reference_number=None
+    )
+    error = _auth_failure(failure, NIP, CredentialSetup(kind=CredentialKind.CERTIFICATE))
+    assert error.code == code and error.status == 422
+    assert error.extensions["ksef_auth_status"] == 460
+    assert all(d in error.detail for d in details)

@@ -162,6 +162,7 @@ class CredentialStatusOut(BaseModel):
     responses={
         200: {"description": "Replaced"},
         201: {"description": "Registered"},
+        409: {"description": "Another request changed this client's credential while this one was stored"},
         422: {"description": "The credential is malformed, or KSeF refused it in this context (the problem says why)"},
         503: {"description": "KSeF could not be reached; nothing was stored (Retry-After)"},
     },

@@ -113,11 +113,13 @@ class TokenInfo:
     reference_number: str
 
 
-def check_ksef_token(token: str, context_nip: str) -> TokenInfo:
+def check_ksef_token(token: str, context_nip: str, *, delegated: bool = False) -> TokenInfo:
     """The token's reference number when it has KSeF's shape and names this context; a 422 otherwise.
 
     KSeF builds the context into the token (REFERENCE.md §3.2), so a token of another context cannot work here:
     saying so now is clearer than KSeF's generic "invalid token" (status 450) after a full authentication round.
+    That holds for the delegated model too: a grant lets the office *authenticate* in the client's context
+    (§15), it does not make the office's own token (context = the office's NIP) valid there.
     """
     malformed = CredentialError(
         "ksef-token-malformed",
@@ -139,18 +141,29 @@ def check_ksef_token(token: str, context_nip: str) -> TokenInfo:
             "client's NIP context, so generate the token there.",
         )
     if match["context"] != context_nip:
+        detail = (
+            f"This token was generated in the KSeF context of NIP {match['context']}, not {context_nip}: a KSeF "
+            "token works only in the context it was generated in."
+        )
+        if delegated:
+            detail += (
+                f" The office's own token cannot act for a client, even after the client's grant. Authenticate in "
+                f"KSeF in the context of NIP {context_nip} (with the office's certificate or seal, once the client "
+                "granted the office InvoiceRead) and generate a token there, or register the office's certificate."
+            )
         raise CredentialError(
             "ksef-token-wrong-context",
             "KSeF token of another context",
-            f"This token was generated in the KSeF context of NIP {match['context']}, not {context_nip}: a KSeF "
-            "token works only in the context it was generated in.",
+            detail,
             token_context_nip=match["context"],
         )
     return TokenInfo(reference_number=match["reference"])
 
 
-def token_credential(token: SecretStr, context_nip: str) -> tuple[KsefTokenCredential, TokenInfo]:
-    info = check_ksef_token(token.get_secret_value(), context_nip)
+def token_credential(
+    token: SecretStr, context_nip: str, *, delegated: bool = False
+) -> tuple[KsefTokenCredential, TokenInfo]:
+    info = check_ksef_token(token.get_secret_value(), context_nip, delegated=delegated)
     return KsefTokenCredential(token=SecretStr(token.get_secret_value().strip())), info
 
 
