@@ -419,9 +419,12 @@ kafka_launch() {
 # request (TopicCommand --list), which only succeeds once KRaft has elected
 # the controller and the broker is unfenced.
 kafka_wait_ready() {
-    local deadline=$((SECONDS + KAFKA_START_TIMEOUT))
+    local deadline=$((SECONDS + KAFKA_START_TIMEOUT)) launched
+    launched=$(cat "$KAFKA_PID_FILE" 2>/dev/null || true)
     while ((SECONDS < deadline)); do
-        if ! kafka_pid >/dev/null; then
+        # Alive by pid, not by command line: right after the launch the child may still be the forked shell
+        # (its cmdline is this script's) before it execs java, and a cmdline check would call it dead.
+        if ! { [[ $launched =~ ^[0-9]+$ ]] && kill -0 "$launched" 2>/dev/null; }; then
             log_tail "$LOG_DIR/kafka.out" "$LOG_DIR/kafka.log"
             die "Kafka broker exited during startup (logs: $LOG_DIR/kafka.out, $LOG_DIR/kafka.log)"
         fi
