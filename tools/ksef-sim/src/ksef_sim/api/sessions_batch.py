@@ -20,7 +20,7 @@ from ksef_sim.domain.acceptance import Submission, accept_invoice
 from ksef_sim.domain.fa import find_form
 from ksef_sim.domain.limits import context_limits
 from ksef_sim.domain.permissions import attachment_allowed
-from ksef_sim.domain.sessions import BATCH, BatchPart, Session
+from ksef_sim.domain.sessions import BATCH, BatchPart, Session, require_open
 from ksef_sim.errors import KsefError
 from ksef_sim.ratelimit import Group
 from ksef_sim.refs import RefType, reference_number
@@ -171,8 +171,7 @@ async def close_batch_session(
     sim = get_sim(request)
     now = sim.clock.now()
     session = load_session(sim, caller, referenceNumber, BATCH)
-    if session.closed_at is not None or now >= session.valid_until:
-        raise KsefError(21180, f"Sesja {referenceNumber} nie jest otwarta.")
+    require_open(session, now)
     missing = [
         p.ordinal_number for p in session.parts if sim.store.get_blob(session.part_blob(p.ordinal_number)) is None
     ]

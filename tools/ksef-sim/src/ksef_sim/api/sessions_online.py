@@ -23,7 +23,7 @@ from ksef_sim.deps import access
 from ksef_sim.domain.acceptance import Submission, accept_invoice, check_technical_correction
 from ksef_sim.domain.fa import InvoiceForm, find_form
 from ksef_sim.domain.limits import context_limits
-from ksef_sim.domain.sessions import ONLINE, Session, is_open
+from ksef_sim.domain.sessions import ONLINE, Session, require_open
 from ksef_sim.errors import KsefError
 from ksef_sim.ratelimit import Group
 from ksef_sim.records import FormCode
@@ -153,8 +153,7 @@ async def send_invoice(
     sim = get_sim(request)
     now = sim.clock.now()
     session = load_session(sim, caller, referenceNumber, ONLINE)
-    if not is_open(session, now):
-        raise KsefError(21180, f"Sesja {referenceNumber} nie jest otwarta.")
+    require_open(session, now)
     limits = context_limits(sim.store, caller.context)["onlineSession"]
     if len(session.invoice_refs) >= limits["maxInvoices"]:
         raise KsefError(21155, f"Limit faktur w sesji: {limits['maxInvoices']}.")
@@ -170,7 +169,7 @@ async def send_invoice(
 
     reference = reference_number(RefType.SESSION_INVOICE, now)
     final_at = now + timedelta(seconds=sim.settings.invoice_processing_delay_s)
-    assert session.aes_key_b64 is not None  # is_open excludes sessions whose key failed
+    assert session.aes_key_b64 is not None  # require_open excludes sessions whose key failed
     try:
         content = aes_cbc_decrypt(b64decode(session.aes_key_b64), b64decode(session.iv_b64), ciphertext)
     except DecryptionError:
@@ -246,8 +245,7 @@ async def close_online_session(
     sim = get_sim(request)
     now = sim.clock.now()
     session = load_session(sim, caller, referenceNumber, ONLINE)
-    if not is_open(session, now):
-        raise KsefError(21180, f"Sesja {referenceNumber} nie jest otwarta.")
+    require_open(session, now)
     session.closed_at = now
     session.updated_at = now
     sim.store.put(session)

@@ -205,6 +205,12 @@ def is_open(session: Session, now: datetime) -> bool:
     )
 
 
+def require_open(session: Session, now: datetime) -> None:
+    """Sending into or closing a session that is closed, expired or unusable (bad key) is 21180."""
+    if not is_open(session, now):
+        raise KsefError(21180, f"Sesja {session.reference_number} nie jest otwarta.")
+
+
 @dataclass(frozen=True)
 class Counts:
     total: int
