@@ -356,7 +356,7 @@ def _context(caller: Caller) -> Ident:
     return Ident.of(caller.context)
 
 
-def _new_grant(
+def _grant(
     sim: Sim,
     caller: Caller,
     *,
@@ -366,18 +366,22 @@ def _new_grant(
     description: str,
     context: Ident | None = None,
     **extra: Any,
-) -> PermissionGrant:
-    return PermissionGrant(
-        id=new_grant_id(),
-        kind=kind,
-        scope=scope,
-        context=context or _context(caller),
-        grantor_context=_context(caller),
-        author=Ident.of(caller.subject),
-        authorized=authorized,
-        description=description,
-        start_date=sim.clock.now(),
-        **extra,
+) -> None:
+    """Grant ``scope`` on the caller's behalf (in its context unless another is named), replacing an equal grant."""
+    upsert_grant(
+        sim.store,
+        PermissionGrant(
+            id=new_grant_id(),
+            kind=kind,
+            scope=scope,
+            context=context or _context(caller),
+            grantor_context=_context(caller),
+            author=Ident.of(caller.subject),
+            authorized=authorized,
+            description=description,
+            start_date=sim.clock.now(),
+            **extra,
+        ),
     )
 
 
@@ -431,18 +435,15 @@ async def grant_persons(body: PersonGrantIn, request: Request, caller: CallerDep
                 430, "Uprawnienie EnforcementOperations wymaga roli EnforcementAuthority lub CourtBailiff kontekstu."
             )
         for scope in body.permissions:
-            upsert_grant(
-                sim.store,
-                _new_grant(
-                    sim,
-                    caller,
-                    kind=GrantKind.PERSON,
-                    scope=scope,
-                    authorized=authorized,
-                    description=body.description,
-                    subject_details=details,
-                    operation_reference=ref,
-                ),
+            _grant(
+                sim,
+                caller,
+                kind=GrantKind.PERSON,
+                scope=scope,
+                authorized=authorized,
+                description=body.description,
+                subject_details=details,
+                operation_reference=ref,
             )
 
     return _operation(sim, caller, apply)
@@ -462,19 +463,16 @@ async def grant_entities(body: EntityGrantIn, request: Request, caller: CallerDe
         if office.same(caller.context):
             raise OperationRejected(450, "Nie można nadać uprawnień podmiotowi kontekstu.")
         for permission in body.permissions:
-            upsert_grant(
-                sim.store,
-                _new_grant(
-                    sim,
-                    caller,
-                    kind=GrantKind.ENTITY,
-                    scope=permission.type,
-                    authorized=office,
-                    description=body.description,
-                    can_delegate=bool(permission.canDelegate),
-                    subject_details=_entity_details(body.subjectDetails),
-                    operation_reference=ref,
-                ),
+            _grant(
+                sim,
+                caller,
+                kind=GrantKind.ENTITY,
+                scope=permission.type,
+                authorized=office,
+                description=body.description,
+                can_delegate=bool(permission.canDelegate),
+                subject_details=_entity_details(body.subjectDetails),
+                operation_reference=ref,
             )
 
     return _operation(sim, caller, apply)
@@ -498,18 +496,15 @@ async def grant_authorizations(body: AuthorizationGrantIn, request: Request, cal
             )
         if authorized.same(caller.context):
             raise OperationRejected(450, "Nie można nadać uprawnień podmiotowi kontekstu.")
-        upsert_grant(
-            sim.store,
-            _new_grant(
-                sim,
-                caller,
-                kind=GrantKind.AUTHORIZATION,
-                scope=body.permission,
-                authorized=authorized,
-                description=body.description,
-                subject_details=_entity_details(body.subjectDetails),
-                operation_reference=ref,
-            ),
+        _grant(
+            sim,
+            caller,
+            kind=GrantKind.AUTHORIZATION,
+            scope=body.permission,
+            authorized=authorized,
+            description=body.description,
+            subject_details=_entity_details(body.subjectDetails),
+            operation_reference=ref,
         )
 
     return _operation(sim, caller, apply)
@@ -548,19 +543,16 @@ async def grant_indirect(body: IndirectGrantIn, request: Request, caller: Caller
         ):
             raise OperationRejected(430, "Podmiot kontekstu nie otrzymał uprawnień z prawem do dalszego przekazywania.")
         for scope in body.permissions:
-            upsert_grant(
-                sim.store,
-                _new_grant(
-                    sim,
-                    caller,
-                    kind=GrantKind.INDIRECT,
-                    scope=scope,
-                    authorized=authorized,
-                    description=body.description,
-                    target=target,
-                    subject_details=details,
-                    operation_reference=ref,
-                ),
+            _grant(
+                sim,
+                caller,
+                kind=GrantKind.INDIRECT,
+                scope=scope,
+                authorized=authorized,
+                description=body.description,
+                target=target,
+                subject_details=details,
+                operation_reference=ref,
             )
 
     return _operation(sim, caller, apply)
@@ -585,20 +577,17 @@ async def grant_subunits(body: SubunitGrantIn, request: Request, caller: CallerD
             raise OperationRejected(410, "Identyfikator wewnętrzny nie należy do podmiotu kontekstu.")
         if unit.type == "Nip" and not is_parent_of(sim.store, caller.context.value, unit.value):
             raise OperationRejected(440, "Wskazany NIP nie jest podmiotem podrzędnym podmiotu kontekstu.")
-        upsert_grant(
-            sim.store,
-            _new_grant(
-                sim,
-                caller,
-                kind=GrantKind.SUBUNIT,
-                scope="CredentialsManage",
-                authorized=authorized,
-                description=body.description,
-                context=Ident(type=unit.type, value=unit.value),
-                subunit_name=body.subunitName,
-                subject_details=details,
-                operation_reference=ref,
-            ),
+        _grant(
+            sim,
+            caller,
+            kind=GrantKind.SUBUNIT,
+            scope="CredentialsManage",
+            authorized=authorized,
+            description=body.description,
+            context=Ident(type=unit.type, value=unit.value),
+            subunit_name=body.subunitName,
+            subject_details=details,
+            operation_reference=ref,
         )
 
     return _operation(sim, caller, apply)
@@ -618,21 +607,18 @@ async def grant_eu_admin(body: EuAdminGrantIn, request: Request, caller: CallerD
         if caller.context.type != "Nip" or not body.contextIdentifier.value.startswith(f"{caller.context.value}-"):
             raise OperationRejected(410, "Pierwszy człon kontekstu złożonego musi być NIP-em podmiotu kontekstu.")
         for scope in EU_ADMIN_PERMISSIONS:
-            upsert_grant(
-                sim.store,
-                _new_grant(
-                    sim,
-                    caller,
-                    kind=GrantKind.EU_ADMIN,
-                    scope=scope,
-                    authorized=authorized,
-                    description=body.description,
-                    context=eu_context,
-                    subject_details=details,
-                    eu_entity_name=body.euEntityName,
-                    eu_entity_details=body.euEntityDetails.model_dump(),
-                    operation_reference=ref,
-                ),
+            _grant(
+                sim,
+                caller,
+                kind=GrantKind.EU_ADMIN,
+                scope=scope,
+                authorized=authorized,
+                description=body.description,
+                context=eu_context,
+                subject_details=details,
+                eu_entity_name=body.euEntityName,
+                eu_entity_details=body.euEntityDetails.model_dump(),
+                operation_reference=ref,
             )
 
     return _operation(sim, caller, apply)
@@ -651,18 +637,15 @@ async def grant_eu(body: EuGrantIn, request: Request, caller: CallerDep) -> dict
         if caller.context.type != "NipVatUe":
             raise OperationRejected(430, "Reprezentantów podmiotu unijnego uprawnia się w kontekście złożonym.")
         for scope in body.permissions:
-            upsert_grant(
-                sim.store,
-                _new_grant(
-                    sim,
-                    caller,
-                    kind=GrantKind.EU_REPRESENTATIVE,
-                    scope=scope,
-                    authorized=authorized,
-                    description=body.description,
-                    subject_details=details,
-                    operation_reference=ref,
-                ),
+            _grant(
+                sim,
+                caller,
+                kind=GrantKind.EU_REPRESENTATIVE,
+                scope=scope,
+                authorized=authorized,
+                description=body.description,
+                subject_details=details,
+                operation_reference=ref,
             )
 
     return _operation(sim, caller, apply)
