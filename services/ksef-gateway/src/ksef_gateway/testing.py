@@ -35,8 +35,8 @@ def valid_nips(count: int, start: int = 526_000_000) -> list[str]:
     return found
 
 
-def owner_certificate(nip: str, *, days: int = 30) -> CertificateCredential:
-    """A self-signed EC certificate naming its owner by NIP (``serialNumber=TINPL-<nip>``)."""
+def owner_key_and_certificate(nip: str, *, days: int = 30) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed EC certificate naming its owner by NIP (``serialNumber=TINPL-<nip>``), and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
@@ -56,6 +56,12 @@ def owner_certificate(nip: str, *, days: int = 30) -> CertificateCredential:
         .not_valid_after(now + timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
+    return key, certificate
+
+
+def owner_certificate(nip: str, *, days: int = 30) -> CertificateCredential:
+    """``owner_key_and_certificate`` as the credential the KSeF client authenticates with."""
+    key, certificate = owner_key_and_certificate(nip, days=days)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return CertificateCredential(certificate.public_bytes(serialization.Encoding.PEM), SecretBytes(pem))
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from ksef_gateway.ksef import CertificateCredential, KsefAuthFailed, KsefTokenCr
 from ksef_gateway.main import create_app
 from ksef_gateway.sessions import NoCredential
 from ksef_gateway.settings import GatewaySettings, KsefSettings, SyncSettings, VaultSettings
+from ksef_gateway.testing import owner_key_and_certificate
 from ksef_gateway.wiring import Gateway
 from ksef_sim.domain.auth import AuthOperation
 from ksef_sim.settings import RateLimitMode, SimSettings
@@ -52,30 +53,6 @@ def running_sim(tmp_path: Path) -> Iterator[RunningSim]:
 
     with serve(settings) as running:
         yield running
-
-
-def person_certificate(nip: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A self-signed certificate naming its owner by NIP, as TEST (and the simulator) accept for XAdES."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, f"Owner of {nip}"),
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, f"TINPL-{nip}"),
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "PL"),
-        ]
-    )
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=60))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
 
 
 def pem(cert: x509.Certificate) -> str:
@@ -114,7 +91,7 @@ class World:
     async def owner_access_token(self, nip: str, subject_nip: str | None = None) -> str:
         """An XAdES-authenticated access token in the context of ``nip``: of its owner, or of ``subject_nip``
         (someone the context granted permissions, e.g. the office)."""
-        key, cert = person_certificate(subject_nip or nip)
+        key, cert = owner_key_and_certificate(subject_nip or nip, days=60)
         credential_ = CertificateCredential(pem(cert).encode(), SecretBytes(key_pem(key).encode()))
         session = await self.gateway.ksef.for_environment("sim").authenticate(nip, credential_)
         return session.access_token
@@ -203,7 +180,7 @@ class World:
     def certificate_body(
         self, nip: str, *, model: str = "client", scope: str = "read", password: str | None = None
     ) -> dict[str, Any]:
-        key, cert = person_certificate(nip)
+        key, cert = owner_key_and_certificate(nip, days=60)
         private = key_pem(key, password)
         self.secrets.append(key_pem(key))  # the unencrypted key must never show up either
         self.secrets.append(private)
