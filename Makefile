@@ -11,7 +11,7 @@ SERVICE ?=
 PYTEST_ARGS ?=
 INFRA_ENV = eval "$$(bash scripts/infra.sh env)"
 
-.PHONY: help setup run infra-up infra-down infra-status test test-unit lint fmt migrate bench clean
+.PHONY: help setup run infra-up infra-down infra-status test test-unit test-repeat lint fmt migrate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,13 @@ test: setup infra-up ## set everything up and run the whole suite against real P
 	@$(INFRA_ENV); $(MAKE) migrate MIGRATE_URL="$$KSEF_HUB_TEST_PG_DSN"
 	@$(MAKE) lint
 	@$(INFRA_ENV); $(UV) run --frozen pytest $(PYTEST_ARGS)
+
+# `make test-repeat N=20` runs the cross-service e2e tests N times each (pytest-repeat), stopping at the first failure:
+# the way to show that a test does not fail by chance. TESTS= narrows it (a path or node id).
+N ?= 10
+TESTS ?= tests/e2e
+test-repeat: setup infra-up ## run the e2e tests N times each (N=10, TESTS=tests/e2e) to catch tests that fail by chance
+	@$(INFRA_ENV); $(UV) run --frozen pytest $(TESTS) --count=$(N) -x -q $(PYTEST_ARGS)
 
 test-unit: setup ## only the tests that need no infrastructure
 	@$(UV) run --frozen pytest -m "not postgres and not kafka" $(PYTEST_ARGS)

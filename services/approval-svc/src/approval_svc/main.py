@@ -1,6 +1,4 @@
-from approval_svc.api import api_router
 from approval_svc.db import messaging_tables, metadata
-from approval_svc.messaging import subscriptions
 from approval_svc.settings import SCHEMA, SERVICE_NAME, ApprovalSettings
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
@@ -12,8 +10,6 @@ DEFINITION = ServiceDefinition(
     metadata=metadata,
     tables=messaging_tables,
     migrations="approval_svc:migrations",
-    routers=(api_router,),
-    subscriptions=subscriptions,
     description="Office-client consent and activation-code handshake, integration state, month approval.",
 )
 

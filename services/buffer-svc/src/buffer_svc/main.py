@@ -1,6 +1,5 @@
-from buffer_svc.api import api_router
 from buffer_svc.db import messaging_tables, metadata
-from buffer_svc.messaging import subscriptions
+from buffer_svc.diagnostics import api as diagnostics
 from buffer_svc.settings import SCHEMA, SERVICE_NAME, BufferSettings
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
@@ -12,8 +11,7 @@ DEFINITION = ServiceDefinition(
     metadata=metadata,
     tables=messaging_tables,
     migrations="buffer_svc:migrations",
-    routers=(api_router,),
-    subscriptions=subscriptions,
+    routers=(diagnostics.router,),
     description="The purchase buffer per client and month: decisions, descriptions, archive, office import.",
 )
 

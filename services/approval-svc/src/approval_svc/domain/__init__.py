@@ -1,1 +1,0 @@
-"""Domain rules of approval-svc: pure Python, no I/O."""

@@ -1,1 +1,0 @@
-"""All queries of approval-svc."""

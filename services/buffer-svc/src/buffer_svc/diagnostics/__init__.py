@@ -1,0 +1,1 @@
+"""Diagnostics for ERP integrators: who buffer-svc takes a caller for."""

@@ -1,1 +1,0 @@
-"""Domain rules of buffer-svc: pure Python, no I/O."""
