@@ -1,4 +1,4 @@
-"""The FastAPI application shared shape: lifespan, health endpoints, problem details, tracing."""
+"""The FastAPI application shared shape: lifespan, health endpoints, problem details, input limits, tracing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from platform_common.auth import Authenticator, install_authenticator, public
+from platform_common.limits import install_http_limits
 from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers, problem_response
@@ -78,6 +79,7 @@ def create_service_app(
     app.state.settings = settings
     install_authenticator(app, authenticator)
     install_problem_handlers(app)
+    install_http_limits(app, settings.http_limits)
     app.include_router(health_router())
     for router in definition.routers:
         app.include_router(router)

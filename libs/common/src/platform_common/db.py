@@ -6,6 +6,10 @@ translated away (``schema_translate_map``) and each service gets its own databas
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,20 +51,51 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the relay read while a handler writes; busy_timeout makes writers queue instead of failing.
+    # Per connection: busy_timeout makes writers queue instead of failing. WAL is a property of the file, set once
+    # in make_engine: switching a rollback-journal file to WAL here, on every connect, fails at once with "database
+    # is locked" (no busy wait) whenever another connection holds the write lock, i.e. whenever several
+    # connections open a freshly migrated file at the same moment.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _create_private(path: Path) -> None:
+    """A new database file is the owner's alone (0600) whatever the umask; SQLite gives its -wal and -shm files the
+    database file's mode, so they follow. An empty file is a valid empty database."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _ensure_wal(path: str, timeout_s: float = 30.0) -> None:
+    """Switch the file to WAL (lets the relay read while a handler writes) before any pooled connection exists.
+
+    The switch needs the write lock and SQLite does not busy-wait for it, so a concurrent writer (another process
+    starting on the same file) is waited for here, with a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        connection = sqlite3.connect(path, timeout=timeout_s)
+        try:
+            if str(connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal":
+                return
+            raise RuntimeError(f"SQLite refused WAL mode for {path}")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+        finally:
+            connection.close()
+        time.sleep(0.01)  # a lock held by another process: nothing to wait on but time
 
 
 def make_engine(settings: DatabaseSettings, schema: str) -> AsyncEngine:
     url = make_url(settings.url.get_secret_value())
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(url.database))
+            _ensure_wal(url.database)
         engine = create_async_engine(url, echo=settings.echo)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine.execution_options(schema_translate_map={schema: None})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from platform_common.settings import ServiceSettings
 from platform_common.telemetry import Telemetry, disabled_telemetry
 
 log = logging.getLogger(__name__)
+
+# How long a stopping service waits for deliveries still running in it (a redelivery repeats any it cuts off).
+STOP_DRAIN_TIMEOUT_S = 30.0
 
 
 class Component(Protocol):
@@ -114,6 +118,16 @@ class ServiceRuntime:
         # Relay first: nothing may be published into a transport that is shutting down.
         await self.relay.stop()
         await self.transport.stop()
+        # The engine goes last, once nothing uses it: a connection still checked out at dispose() stays open
+        # (and its aiosqlite worker thread alive) until garbage collection, past the end of the service.
+        # Deliveries from the other services of this process run in their relays' tasks: let them finish
+        # (their effects commit with their inbox rows) rather than fail half-way.
+        try:
+            await asyncio.wait_for(self.dispatcher.wait_idle(), timeout=STOP_DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "%s: a delivery still runs after %ss; stopping anyway", self.definition.name, STOP_DRAIN_TIMEOUT_S
+            )
         await self.db.dispose()
         self.telemetry.shutdown()
         self.started = False

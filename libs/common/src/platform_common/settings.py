@@ -54,14 +54,33 @@ class MessagingSettings(BaseModel):
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
     # How many of the 16 outbox lanes one relay claims at a time (PostgreSQL); the rest stay for its peers.
     relay_lanes_per_claim: int = Field(default=4, ge=1, le=16)
-    # Published outbox rows are kept this long for audits and then purged by the relay.
-    outbox_retention_s: float = Field(default=7 * 24 * 3600, ge=0)
+    # Published outbox rows are kept this long (to investigate a delivery) and then deleted by the relay, so
+    # the table, its WAL and its backups do not keep every event ever sent; 0 deletes a row once published.
+    outbox_retention_s: float = Field(default=24 * 3600, ge=0)
+    outbox_purge_interval_s: float = Field(default=600, gt=0)
+    # Rows deleted per transaction, so a large backlog never holds a long lock or a huge WAL segment.
+    outbox_purge_batch_size: int = Field(default=1000, ge=1)
 
 
 class HttpClientSettings(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=100, ge=1)
+
+
+class HttpLimitsSettings(BaseModel):
+    """What one request may carry, refused before it is read (``platform_common.limits``).
+
+    A route that takes more (XML invoices, batches) declares its own body limit with ``limits.body_limit``.
+    """
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=0)
+    max_query_bytes: int = Field(default=8 * 1024, ge=0)
+    # Names and values together; 16 KiB is also h11's limit for a request head, so uvicorn's two HTTP
+    # implementations (httptools has no such limit) refuse the same requests.
+    max_header_bytes: int = Field(default=16 * 1024, ge=0)
+    # Apache's LimitRequestFields default.
+    max_headers: int = Field(default=100, ge=0)
 
 
 class TelemetrySettings(BaseModel):
@@ -81,11 +100,16 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     messaging: MessagingSettings = MessagingSettings()
     http: HttpClientSettings = HttpClientSettings()
+    # Bounds of incoming requests: <PREFIX>HTTP_LIMITS__MAX_BODY_BYTES and so on.
+    http_limits: HttpLimitsSettings = HttpLimitsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     # How this service verifies callers (JWKS, API key introspection): <PREFIX>AUTH__JWKS_URL and so on.
     auth: AuthClientSettings = AuthClientSettings()
     environment: Literal["development", "test", "production"] = "development"
     data_dir: Path = Path(".data")
+    # Comma-separated addresses/CIDRs of the reverse proxies (an ingress) whose X-Forwarded-For/-Proto are believed
+    # by `<service> serve` (<PREFIX>TRUSTED_PROXIES). Empty: none, the TCP peer is the client.
+    trusted_proxies: str = ""
 
     @model_validator(mode="after")
     def _refuse_sqlite_in_production(self) -> ServiceSettings:

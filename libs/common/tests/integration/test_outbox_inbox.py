@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -187,6 +188,83 @@ class TestOutbox:
 
 async def _is_zero(value: Any) -> bool:
     return bool(await value == 0)
+
+
+async def _rows(db: Database) -> list[Any]:
+    async with db.sessionmaker() as s:
+        return list((await s.execute(select(tables.outbox).order_by(tables.outbox.c.seq))).all())
+
+
+class TestRetention:
+    """Published rows do not stay in the table (and its WAL and backups) beyond the retention."""
+
+    async def test_rows_published_longer_ago_than_the_retention_are_purged_in_batches(self, db: Database) -> None:
+        settings = MessagingSettings(outbox_retention_s=3600, outbox_purge_batch_size=3)
+        outbox = Outbox(tables, producer="test")
+        async with db.sessionmaker() as session, session.begin():
+            await outbox.add_many(session, [_event(f"k{n % 4}", n) for n in range(10)], topic="t")
+        relay = OutboxRelay(db, tables, RecordingPublisher(), settings, name="t")
+        assert await relay.drain() == 10
+        async with db.sessionmaker() as session, session.begin():
+            await outbox.add(session, _event("k0", 99), topic="t")  # still pending: never purged
+
+        assert await relay.purge_published() == 0  # within the retention
+        assert len(await _rows(db)) == 11
+
+        later = datetime.now(UTC) + timedelta(seconds=3601)
+        assert await relay.purge_published(now=later) == 10  # 3 + 3 + 3 + 1, each batch its own transaction
+
+        left = await _rows(db)
+        assert [Envelope.model_validate_json(r.payload).payload["n"] for r in left] == [99]
+        assert left[0].published_at is None
+        assert await relay.purge_published(now=later) == 0
+
+    async def test_a_zero_retention_deletes_each_row_once_it_is_published(self, db: Database) -> None:
+        outbox = Outbox(tables, producer="test")
+        async with db.sessionmaker() as session, session.begin():
+            await outbox.add_many(session, [_event(f"k{n % 3}", n) for n in range(7)], topic="t")
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(db, tables, publisher, MessagingSettings(outbox_retention_s=0), name="t")
+
+        assert await relay.drain() == 7
+
+        assert [Envelope.from_bytes(m.value).payload["n"] for m in publisher.published] == list(range(7))
+        assert await _rows(db) == []
+
+    async def test_a_failed_publish_is_not_deleted_under_a_zero_retention(self, db: Database) -> None:
+        outbox = Outbox(tables, producer="test")
+        async with db.sessionmaker() as session, session.begin():
+            await outbox.add(session, _event("k", 1), topic="t")
+        relay = OutboxRelay(
+            db, tables, RecordingPublisher(fail=True), MessagingSettings(outbox_retention_s=0), name="t"
+        )
+
+        with pytest.raises(ConnectionError):
+            await relay.publish_pending()
+
+        assert [r.attempts for r in await _rows(db)] == [1]
+
+    async def test_the_running_relay_purges_by_itself(self, db: Database) -> None:
+        from platform_common.testing import wait_until
+
+        settings = MessagingSettings(
+            outbox_retention_s=0.001, outbox_purge_interval_s=0.001, relay_poll_interval_s=0.01
+        )
+        publisher = RecordingPublisher()
+        relay = OutboxRelay(db, tables, publisher, settings, name="t")
+        outbox = Outbox(tables, producer="test")
+        outbox.on_commit_wake(relay.wake_event)
+        await relay.start()
+        try:
+            async with db.sessionmaker() as session, session.begin():
+                await outbox.add(session, _event("k", 1), topic="t")
+
+            async def purged() -> bool:
+                return len(publisher.published) == 1 and await _rows(db) == []
+
+            await wait_until(purged, what="the published row to be purged by the relay loop")
+        finally:
+            await relay.stop()
 
 
 class TestInbox:

@@ -6,10 +6,12 @@ import httpx
 import pytest
 
 from platform_common.auth import Authenticator, AuthUnavailable, InvalidToken
+from platform_common.auth.api_keys import new_api_key, parse_api_key
 from platform_common.testing.auth import FakeClock, TokenFactory
 
 INTROSPECT = "/internal/introspect"
 TOKEN = "/oauth/token"
+VALID = new_api_key()[1]
 
 
 class TestApiKeys:
@@ -37,7 +39,7 @@ class TestApiKeys:
     async def test_inactive_answers_are_cached_too(
         self, authenticator: Authenticator, tokens: TokenFactory, clock: FakeClock
     ) -> None:
-        unknown = "khk_abcdefabcdef_nope"
+        unknown = new_api_key()[1]
         for _ in range(5):
             with pytest.raises(InvalidToken):
                 await authenticator.authenticate(unknown)
@@ -49,7 +51,7 @@ class TestApiKeys:
         assert authenticator.introspector is not None
         cache = authenticator.introspector._cache
         assert len(cache) == 1
-        secret = key.rsplit("_", 1)[1]
+        secret = parse_api_key(key).secret
         assert all(secret.encode() not in digest and key.encode() not in digest for digest in cache)
         assert secret not in repr(cache)
 
@@ -67,12 +69,24 @@ class TestApiKeys:
         await auth.aclose()
 
     @pytest.mark.parametrize(
-        "key", ["khk_", "khk_abc", "khk_abc_", "khk__secret", "khk_ab-c_secret", "khk_a_" + "x" * 300]
+        "key",
+        [
+            "khk_",
+            "khk_abc",
+            "khk_abc_",
+            "khk__secret",
+            "khk_ab-c_secret",
+            "khk_a_" + "x" * 300,
+            VALID[:-1],  # truncated
+            VALID[:-1] + ("0" if VALID[-1] != "0" else "1"),  # bad checksum
+            VALID[:20] + ("0" if VALID[20] != "0" else "1") + VALID[21:],  # a typo in the secret
+        ],
+        ids=["prefix", "short", "no-secret", "no-id", "dash", "long", "truncated", "checksum", "typo"],
     )
     async def test_malformed_keys_are_refused_without_asking(
         self, authenticator: Authenticator, tokens: TokenFactory, key: str
     ) -> None:
-        with pytest.raises(InvalidToken, match="malformed"):
+        with pytest.raises(InvalidToken, match=r"malformed|checksum"):
             await authenticator.authenticate(key)
         assert tokens.requests == []
 

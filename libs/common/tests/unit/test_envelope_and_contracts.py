@@ -71,7 +71,14 @@ class TestEnvelope:
 
 class TestContracts:
     def test_every_architecture_event_is_registered_under_its_topic(self) -> None:
-        assert set(TOPICS) == {"invoice.fetched", "invoice.sent", "status.changed", "month.approved"}
+        assert set(TOPICS) == {
+            "invoice.fetched",
+            "invoice.sent",
+            "status.changed",
+            "month.approved",
+            "user.invited",
+            "user.password_reset_requested",
+        }
         assert all(c.topic == t for (t, _v), c in CONTRACTS.items())
 
     @pytest.mark.parametrize(

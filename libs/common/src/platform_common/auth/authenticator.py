@@ -11,14 +11,9 @@ from datetime import datetime
 
 import httpx
 
+from platform_common.auth.api_keys import InvalidApiKey, looks_like_api_key, parse_api_key
 from platform_common.auth.clock import Clock, system_clock
-from platform_common.auth.introspection import (
-    ApiKeyIntrospector,
-    AuthServiceUnavailable,
-    ServiceTokens,
-    looks_like_api_key,
-    well_formed_api_key,
-)
+from platform_common.auth.introspection import ApiKeyIntrospector, AuthServiceUnavailable, ServiceTokens
 from platform_common.auth.jwks import JwksCache, JwksUnavailable
 from platform_common.auth.principal import Principal
 from platform_common.auth.settings import AuthClientSettings
@@ -100,8 +95,11 @@ class Authenticator:
             raise AuthUnavailable(str(exc)) from exc
 
     async def _api_key(self, credential: str) -> Principal:
-        if not well_formed_api_key(credential):
-            raise InvalidToken("malformed API key")
+        try:
+            parse_api_key(credential)
+        except InvalidApiKey as exc:
+            # Before any network call: a typo or a truncated copy never reaches auth-svc.
+            raise InvalidToken(str(exc)) from None
         if self.introspector is None:
             raise InvalidToken("API keys are not accepted: this service has no client secret for introspection")
         principal = await self.introspector.introspect(credential)

@@ -1,5 +1,8 @@
 """API keys, checked by asking auth-svc (``POST /internal/introspect``) and remembering the answer briefly.
 
+Only keys that parse (``platform_common.auth.api_keys``: format and checksum) are sent: a mistyped or
+truncated key is refused locally and never costs auth-svc a request.
+
 An answer, active or not, is kept for ``introspection_cache_s`` (and never past the key's own expiry), so a
 revoked key stops working within that time. The cache is keyed by a keyed hash of the API key: the
 plaintext is never stored, and the digests are worthless outside this process. Introspection needs a
@@ -26,24 +29,9 @@ from platform_common.auth.principal import InvalidClaims, Principal
 
 log = logging.getLogger(__name__)
 
-API_KEY_PREFIX = "khk_"
-MAX_API_KEY_LENGTH = 256
-
 
 class AuthServiceUnavailable(Exception):
     """auth-svc did not answer, or refused this service's own credentials (a configuration error)."""
-
-
-def looks_like_api_key(credential: str) -> bool:
-    return credential.startswith(API_KEY_PREFIX)
-
-
-def well_formed_api_key(credential: str) -> bool:
-    """``khk_<public id>_<secret>``; anything else is refused without bothering auth-svc."""
-    if not looks_like_api_key(credential) or len(credential) > MAX_API_KEY_LENGTH:
-        return False
-    key_id, sep, secret = credential[len(API_KEY_PREFIX) :].partition("_")
-    return bool(sep and key_id.isalnum() and secret and credential.isascii() and credential.isprintable())
 
 
 class ServiceTokens:

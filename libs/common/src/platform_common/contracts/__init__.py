@@ -12,10 +12,19 @@ from platform_common.contracts.invoices import (
 )
 from platform_common.contracts.months import ApprovedDocument, MonthApproved
 from platform_common.contracts.status import DocumentKind, StatusChanged
+from platform_common.contracts.users import PasswordResetRequested, UserInvited
 from platform_common.messaging.envelope import EventContract
 
 CONTRACTS: dict[tuple[str, int], type[EventContract]] = {
-    (c.event_type, c.event_version): c for c in (InvoiceFetched, InvoiceSent, StatusChanged, MonthApproved)
+    (c.event_type, c.event_version): c
+    for c in (
+        InvoiceFetched,
+        InvoiceSent,
+        StatusChanged,
+        MonthApproved,
+        UserInvited,
+        PasswordResetRequested,
+    )
 }
 
 TOPICS: tuple[str, ...] = tuple(sorted({c.topic for c in CONTRACTS.values()}))
@@ -29,6 +38,8 @@ __all__ = [
     "InvoiceSent",
     "MonthApproved",
     "Party",
+    "PasswordResetRequested",
     "SendingMode",
     "StatusChanged",
+    "UserInvited",
 ]

@@ -88,6 +88,11 @@ class Dispatcher:
     _by_topic: dict[str, list[Subscription]] = field(default_factory=lambda: defaultdict(list))
 
     def __post_init__(self) -> None:
+        # Deliveries running now: an in-process one runs in the publishing service's relay task, which this
+        # service's stop cannot cancel, so it waits for them (``wait_idle``) before disposing of its engine.
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._outcomes = self.meter.create_counter(
             "ksef_hub.events.consumed", description="Events handled, by subscription and outcome"
         )
@@ -108,7 +113,18 @@ class Dispatcher:
         return self._by_topic.get(topic, ())
 
     async def deliver(self, topic: str, key: str | None, value: bytes, *, source: str) -> list[Outcome]:
-        return [await self._deliver_to(sub, topic, key, value, source) for sub in self.subscriptions(topic)]
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return [await self._deliver_to(sub, topic, key, value, source) for sub in self.subscriptions(topic)]
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return once no delivery is running (new ones may start: detach from the transport first)."""
+        await self._idle.wait()
 
     async def _deliver_one(
         self, sub: Subscription, topic: str, key: str | None, value: bytes, envelope: Envelope, source: str

@@ -12,12 +12,13 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from opentelemetry import metrics, propagate, trace
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Executable
 
 from platform_common.db import Database
 from platform_common.messaging.envelope import Envelope, EventContract
@@ -254,7 +255,7 @@ class OutboxRelay:
                 ).all()
                 seqs = [r.seq for r in rows]
                 await self._publish_rows(rows)
-                await session.execute(update(o).where(o.c.seq.in_(seqs)).values(published_at=func.now()))
+                await session.execute(self._mark_published(seqs, func.now()))
         except Exception as exc:
             # The claim transaction is rolled back (lanes released, nothing marked); count the attempt apart.
             if seqs:
@@ -283,10 +284,14 @@ class OutboxRelay:
             await self._record_failure([r.seq for r in rows], exc)
             raise
         async with self._db.sessionmaker() as session, session.begin():
-            await session.execute(
-                update(o).where(o.c.seq.in_([r.seq for r in rows])).values(published_at=datetime.now(UTC))
-            )
+            await session.execute(self._mark_published([r.seq for r in rows], datetime.now(UTC)))
         return len(rows)
+
+    def _mark_published(self, seqs: list[int], now: Any) -> Executable:
+        o = self._t.outbox
+        if self._settings.outbox_retention_s == 0:
+            return delete(o).where(o.c.seq.in_(seqs))
+        return update(o).where(o.c.seq.in_(seqs)).values(published_at=now)
 
     async def _publish_rows(self, rows: Sequence[Row[Any]]) -> None:
         messages = [
@@ -324,13 +329,31 @@ class OutboxRelay:
 
     async def _maybe_purge(self) -> None:
         now = datetime.now(UTC)
-        if now - self._last_purge < timedelta(minutes=10):
+        if now - self._last_purge < timedelta(seconds=self._settings.outbox_purge_interval_s):
             return
         self._last_purge = now
-        cutoff = now - timedelta(seconds=self._settings.outbox_retention_s)
+        await self.purge_published(now=now)
+
+    async def purge_published(self, *, now: datetime | None = None) -> int:
+        """Delete rows published more than the retention ago, one batch per transaction; return how many."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self._settings.outbox_retention_s)
         o = self._t.outbox
-        async with self._db.sessionmaker() as session, session.begin():
-            await session.execute(delete(o).where(o.c.published_at.is_not(None), o.c.published_at < cutoff))
+        batch = self._settings.outbox_purge_batch_size
+        # By seq through a subquery: DELETE ... LIMIT exists on neither PostgreSQL nor a default SQLite build.
+        expired = (
+            select(o.c.seq)
+            .where(o.c.published_at.is_not(None), o.c.published_at < cutoff)
+            .order_by(o.c.seq)
+            .limit(batch)
+        )
+        total = 0
+        while True:
+            async with self._db.sessionmaker() as session, session.begin():
+                result = cast("CursorResult[Any]", await session.execute(delete(o).where(o.c.seq.in_(expired))))
+            deleted = int(result.rowcount)
+            total += deleted
+            if deleted < batch:
+                return total
 
     async def pending_count(self) -> int:
         o = self._t.outbox

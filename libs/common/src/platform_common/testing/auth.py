@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from platform_common.auth.api_keys import new_api_key
 from platform_common.auth.clock import Clock
 from platform_common.auth.rules import Endpoint, endpoints
 from platform_common.auth.settings import AuthClientSettings
@@ -182,7 +183,7 @@ class TokenFactory:
         return f"{signing_input}.{_b64url(signature)}"
 
     def issue_api_key(self, **claims: Any) -> str:
-        key = f"khk_{uuid.uuid4().hex[:12]}_{uuid.uuid4().hex}"
+        _parsed, key = new_api_key()
         body = self.claims(ptype="api_key", **claims)
         self.api_keys[key] = ApiKeyRecord(claims={**body, "roles": [], "exp": None})
         return key
