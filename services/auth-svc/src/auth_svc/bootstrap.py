@@ -17,9 +17,9 @@ from typing import Any
 
 from auth_svc.clock import system_clock
 from auth_svc.db import messaging_tables
-from auth_svc.domain.roles import OrgKind, Role
-from auth_svc.service import AuthService
+from auth_svc.roles import OrgKind, Role
 from auth_svc.settings import SCHEMA, SERVICE_NAME, AuthSettings
+from auth_svc.wiring import AuthService
 from platform_common.db import Database
 from platform_common.messaging.outbox import Outbox
 from platform_common.problems import Problem
@@ -53,8 +53,10 @@ async def bootstrap(
     db = Database(settings.db, SCHEMA)
     try:
         service = AuthService(db.sessionmaker, Outbox(messaging_tables, SERVICE_NAME), settings, clock=system_clock)
-        operator_id, operator_created = await service.ensure_user(operator_email, operator_password, None, Role.OPS)
-        office_id = await service.ensure_organisation(OrgKind.OFFICE, office_name, office_nip)
+        operator_id, operator_created = await service.members.ensure_user(
+            operator_email, operator_password, None, Role.OPS
+        )
+        office_id = await service.organisations.ensure(OrgKind.OFFICE, office_name, office_nip)
         result: dict[str, Any] = {
             "operator_user_id": str(operator_id),
             "operator_created": operator_created,
@@ -62,7 +64,7 @@ async def bootstrap(
         }
         if admin_email:
             assert admin_password is not None
-            admin_id, admin_created = await service.ensure_user(
+            admin_id, admin_created = await service.members.ensure_user(
                 admin_email, admin_password, office_id, Role.OFFICE_ADMIN
             )
             result |= {"office_admin_user_id": str(admin_id), "office_admin_created": admin_created}

@@ -9,9 +9,9 @@ import uuid
 from dataclasses import dataclass, field
 
 from auth_svc.clock import system_clock
-from auth_svc.domain.roles import OrgKind, RelationState, Role
-from auth_svc.service import AuthService
+from auth_svc.roles import OrgKind, RelationState, Role
 from auth_svc.settings import AuthSettings
+from auth_svc.wiring import AuthService
 from platform_common.runtime import ServiceRuntime
 
 DEMO_PASSWORD = "demo-password-2026"  # noqa: S105  # published in the README on purpose
@@ -35,19 +35,24 @@ class DemoData:
     password: str = DEMO_PASSWORD
 
 
-async def ensure_demo_data(runtime: ServiceRuntime, service: AuthService | None = None) -> DemoData:
-    """One office with an active client (and a pending one), and a user for every role."""
+async def ensure_demo_data(
+    runtime: ServiceRuntime, service: AuthService | None = None, *, password: str = DEMO_PASSWORD
+) -> DemoData:
+    """One office with an active client (and a pending one), and a user for every role; ``password`` is set on the
+    accounts created now (the runner takes another one to serve beyond loopback)."""
     if service is None:
         settings = runtime.settings
         assert isinstance(settings, AuthSettings)
         service = AuthService(runtime.db.sessionmaker, runtime.outbox, settings, clock=system_clock)
-    office = await service.ensure_organisation(OrgKind.OFFICE, *OFFICE)
-    active = await service.ensure_organisation(OrgKind.CLIENT, *CLIENT_ACTIVE)
-    pending = await service.ensure_organisation(OrgKind.CLIENT, *CLIENT_PENDING)
+    office = await service.organisations.ensure(OrgKind.OFFICE, *OFFICE)
+    active = await service.organisations.ensure(OrgKind.CLIENT, *CLIENT_ACTIVE)
+    pending = await service.organisations.ensure(OrgKind.CLIENT, *CLIENT_PENDING)
     # In a real deployment approval-svc activates a relation after the client's consent.
-    await service.ensure_relation(office, active, RelationState.ACTIVE)
-    await service.ensure_relation(office, pending, RelationState.PENDING)
-    data = DemoData(office_id=office, client_ids={CLIENT_ACTIVE[1]: active, CLIENT_PENDING[1]: pending})
+    await service.relations.ensure(office, active, RelationState.ACTIVE)
+    await service.relations.ensure(office, pending, RelationState.PENDING)
+    data = DemoData(
+        office_id=office, client_ids={CLIENT_ACTIVE[1]: active, CLIENT_PENDING[1]: pending}, password=password
+    )
     accounts: list[tuple[str, uuid.UUID | None, Role, list[uuid.UUID] | None]] = [
         (OPERATOR, None, Role.OPS, None),
         (OFFICE_ADMIN, office, Role.OFFICE_ADMIN, None),
@@ -56,6 +61,6 @@ async def ensure_demo_data(runtime: ServiceRuntime, service: AuthService | None 
         (CLIENT_MEMBER, active, Role.CLIENT_MEMBER, None),
     ]
     for email, org, role, clients in accounts:
-        data.users[email], _ = await service.ensure_user(email, DEMO_PASSWORD, org, role, client_ids=clients)
+        data.users[email], _ = await service.members.ensure_user(email, password, org, role, client_ids=clients)
     await service.keys.current()
     return data

@@ -1,12 +1,31 @@
 import sys
+from collections.abc import Sequence
 
-from auth_svc.api import api_router
+from auth_svc.accounts import api as accounts
+from auth_svc.api_keys import api as api_keys
+from auth_svc.audit import api as audit
 from auth_svc.db import messaging_tables, metadata
-from auth_svc.messaging import subscriptions
+from auth_svc.members import api as members
+from auth_svc.organisations import api as organisations
+from auth_svc.relations import api as relations
+from auth_svc.sessions import api as sessions
 from auth_svc.settings import SCHEMA, SERVICE_NAME, AuthSettings
+from auth_svc.signing_keys import api as signing_keys
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
-from platform_common.runtime import ServiceDefinition
+from platform_common.contracts import PasswordResetRequested, UserInvited
+from platform_common.messaging.dispatch import Subscription
+from platform_common.messaging.transport import KafkaTransport
+from platform_common.runtime import ServiceDefinition, ServiceRuntime
+
+
+def subscriptions(runtime: ServiceRuntime) -> Sequence[Subscription]:
+    """auth-svc consumes no events. Called once before the transport starts: the place to declare the topics
+    it produces to."""
+    if isinstance(runtime.transport, KafkaTransport):
+        runtime.transport.declare_topics(UserInvited.topic, PasswordResetRequested.topic)
+    return ()
+
 
 DEFINITION = ServiceDefinition(
     name=SERVICE_NAME,
@@ -14,7 +33,16 @@ DEFINITION = ServiceDefinition(
     metadata=metadata,
     tables=messaging_tables,
     migrations="auth_svc:migrations",
-    routers=(api_router,),
+    routers=(
+        sessions.router,
+        signing_keys.router,
+        accounts.router,
+        organisations.router,
+        relations.router,
+        members.router,
+        api_keys.router,
+        audit.router,
+    ),
     subscriptions=subscriptions,
     description="Organisations, users, roles, API keys and the JWTs every service verifies.",
 )

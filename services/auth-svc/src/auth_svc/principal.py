@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from auth_svc.domain.roles import ALL_CLIENTS, Perm
+from auth_svc.roles import ALL_CLIENTS, Perm
 
 PrincipalType = Literal["user", "api_key", "service"]
 

@@ -5,6 +5,7 @@ import binascii
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
+from platform_common.sealing import SealingError, seal
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
 SERVICE_NAME = "auth-svc"
@@ -58,6 +59,10 @@ class AuthSettings(ServiceSettings):
     password_reset_ttl_s: int = Field(default=3600, ge=60)
     # Links in invitation and password-reset e-mails start with this (the web UI or the service root).
     link_base_url: str = "http://127.0.0.1:8000/auth"
+    # notify-svc's X25519 public key (``platform_common.sealing``): the links travel sealed to it, so the outbox
+    # and the topics never hold a usable link. Public, so not a secret; without it no invitation or reset link
+    # can be sent (those requests answer 503).
+    notify_public_key: str | None = None
 
     totp_issuer: str = "KSeF Hub"
     # API keys' last_used_at is written at most this often per key (a write on every request would be wasteful).
@@ -74,4 +79,9 @@ class AuthSettings(ServiceSettings):
                 raise ValueError("AUTH_SECRETS_KEY must be base64 of 32 bytes")
         elif self.environment == "production":
             raise ValueError("production needs AUTH_SECRETS_KEY (base64 of 32 random bytes)")
+        if self.notify_public_key is not None:
+            try:
+                seal(self.notify_public_key, b"", info=b"settings check")
+            except SealingError:
+                raise ValueError("AUTH_NOTIFY_PUBLIC_KEY must be an X25519 public key (urlsafe base64)") from None
         return self

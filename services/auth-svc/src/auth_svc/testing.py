@@ -6,27 +6,36 @@ service's test client).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import select
 
-from auth_svc.api.deps import auth_service
-from auth_svc.domain.roles import OrgKind, RelationState, Role
+from auth_svc.db import messaging_tables
+from auth_svc.dependencies import auth_service
 from auth_svc.main import create_app
-from auth_svc.service import AuthService
+from auth_svc.roles import OrgKind, RelationState, Role
 from auth_svc.settings import AuthSettings, PasswordHashSettings
+from auth_svc.wiring import AuthService
+from platform_common.contracts import CONTRACTS
+from platform_common.contracts.users import SealedLinkEvent
+from platform_common.sealing import generate_keypair
 from platform_common.settings import DatabaseSettings, KafkaSettings, MessagingSettings
 
 PASSWORD = "correct horse battery staple"  # noqa: S105  # test users' password
 SERVICE_CLIENT = "approval-svc"
 SERVICE_SECRET = "approval-svc-test-secret"  # noqa: S105  # test service credential
+# Stands in for notify-svc's key pair: tests open the sealed links of auth-svc's events with the private half.
+NOTIFY_PRIVATE_KEY, NOTIFY_PUBLIC_KEY = generate_keypair()
 
 
 class FakeClock:
@@ -49,6 +58,7 @@ def settings_for_tests(url: str, **overrides: Any) -> AuthSettings:
         # Cheap hashing: the tests check behaviour, not argon2's cost.
         "password_hash": PasswordHashSettings(time_cost=1, memory_cost_kib=8, parallelism=1),
         "service_credentials": {SERVICE_CLIENT: SecretStr(SERVICE_SECRET)},
+        "notify_public_key": NOTIFY_PUBLIC_KEY,
     }
     values.update(overrides)
     return AuthSettings(**values)
@@ -80,16 +90,16 @@ USERS: dict[str, tuple[str | None, Role]] = {
 async def seed_world(service: AuthService) -> World:
     world = World()
     for name in ("A", "B"):
-        world.orgs[name] = await service.ensure_organisation(OrgKind.OFFICE, f"Office {name}", NIPS[name])
+        world.orgs[name] = await service.organisations.ensure(OrgKind.OFFICE, f"Office {name}", NIPS[name])
     for name in ("C", "D", "E"):
-        world.orgs[name] = await service.ensure_organisation(OrgKind.CLIENT, f"Client {name}", NIPS[name])
-    await service.ensure_relation(world.orgs["A"], world.orgs["C"], RelationState.ACTIVE)
-    await service.ensure_relation(world.orgs["A"], world.orgs["E"], RelationState.PENDING)
-    await service.ensure_relation(world.orgs["B"], world.orgs["D"], RelationState.ACTIVE)
+        world.orgs[name] = await service.organisations.ensure(OrgKind.CLIENT, f"Client {name}", NIPS[name])
+    await service.relations.ensure(world.orgs["A"], world.orgs["C"], RelationState.ACTIVE)
+    await service.relations.ensure(world.orgs["A"], world.orgs["E"], RelationState.PENDING)
+    await service.relations.ensure(world.orgs["B"], world.orgs["D"], RelationState.ACTIVE)
     for name, (org, role) in USERS.items():
         email = f"{name.replace('_', '.')}@example.com"
         world.emails[name] = email
-        world.users[name], _ = await service.ensure_user(
+        world.users[name], _ = await service.members.ensure_user(
             email, PASSWORD, world.orgs[org] if org else None, role, display_name=name
         )
     return world
@@ -113,6 +123,22 @@ class AuthHarness:
 
     async def headers(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self.token(name)}"}
+
+    async def events(self, topic: str) -> list[dict[str, Any]]:
+        """The envelopes auth-svc put into its outbox for ``topic``, oldest first."""
+        outbox = messaging_tables.outbox
+        async with self.service.sessionmaker() as session:
+            stmt = select(outbox.c.payload).where(outbox.c.topic == topic).order_by(outbox.c.seq)
+            rows = (await session.execute(stmt)).all()
+        return [json.loads(r.payload) for r in rows]
+
+    @staticmethod
+    def link_token(envelope: dict[str, Any]) -> str:
+        """Open an event's sealed link as notify-svc would (with the test key pair) and take its token."""
+        contract = CONTRACTS[(envelope["type"], envelope["version"])]
+        assert issubclass(contract, SealedLinkEvent)
+        link = contract.model_validate(envelope["payload"]).open_link(NOTIFY_PRIVATE_KEY)
+        return parse_qs(urlparse(link).query)["token"][0]
 
     async def service_headers(self) -> dict[str, str]:
         response = await self.client.post(

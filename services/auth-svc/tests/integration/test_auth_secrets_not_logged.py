@@ -8,6 +8,7 @@ import pyotp
 import pytest
 
 from auth_svc.testing import PASSWORD, SERVICE_SECRET, AuthHarness, harness_fixture
+from platform_common.auth.api_keys import parse_api_key
 
 pytestmark = pytest.mark.postgres
 h = harness_fixture()
@@ -32,7 +33,7 @@ async def test_secret_values_never_appear_in_logs(h: AuthHarness, caplog: pytest
             headers=headers,
         )
     ).json()["key"]
-    secrets += [key, key.split("_", 2)[2]]
+    secrets += [key, parse_api_key(key).secret]
     await h.client.get("/me", headers={"X-API-Key": key})
     service = await h.service_headers()
     secrets.append(service["Authorization"].removeprefix("Bearer "))
@@ -44,6 +45,14 @@ async def test_secret_values_never_appear_in_logs(h: AuthHarness, caplog: pytest
     await h.client.post("/me/totp/confirm", json={"code": code}, headers=headers)
     secrets += [seed]
     await h.client.post("/password-reset", json={"email": h.world.emails["c_member"]})
+    await h.client.post(
+        f"/organisations/{h.world.orgs['C']}/members",
+        json={"email": "new@example.com", "role": "client_member"},
+        headers=headers,
+    )
+    for topic in ("user.password_reset_requested", "user.invited"):
+        (event,) = await h.events(topic)
+        secrets += [h.link_token(event), event["payload"]["sealed_link"]]
     for _ in range(5):
         await h.login("c_member", password="wrong password!")
     await h.client.post("/login", json={"email": "x@example.com", "password": "another secret value"})

@@ -5,8 +5,8 @@ import uuid
 import pytest
 
 from auth_svc.crypto import DEVELOPMENT_SECRETS_KEY, SecretBox, new_public_id, same_hash, token_hash
-from auth_svc.domain.roles import ROLE_PERMISSIONS, USER_PERMISSIONS, OrgKind, Perm, Role, role_fits
 from auth_svc.principal import Principal
+from auth_svc.roles import ROLE_PERMISSIONS, USER_PERMISSIONS, OrgKind, Perm, Role, role_fits
 from auth_svc.settings import AuthSettings
 from platform_common.nip import InvalidNip, is_valid_nip, normalize_nip
 

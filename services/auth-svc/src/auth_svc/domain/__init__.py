@@ -1,1 +1,0 @@
-"""Domain rules of auth-svc: pure Python, no I/O."""

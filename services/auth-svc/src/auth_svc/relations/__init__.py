@@ -1,0 +1,1 @@
+"""Office-client relations: which client companies an accounting office works for, and in which state."""

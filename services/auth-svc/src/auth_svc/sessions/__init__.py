@@ -1,0 +1,1 @@
+"""Login (password, TOTP, lockout, rate limit), refresh-token rotation, logout, service tokens."""

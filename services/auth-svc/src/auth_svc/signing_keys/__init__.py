@@ -1,0 +1,1 @@
+"""The Ed25519 keys that sign access tokens: the JWKS, signing, verifying, rotation."""
