@@ -41,11 +41,11 @@ from typing import Any, cast
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
-from ksef_gateway.domain.credentials import CredentialKind, Scope
 from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.main import create_app
 from ksef_gateway.settings import GatewaySettings
-from ksef_gateway.vault import CredentialSetup
+from ksef_gateway.vault.domain import CredentialKind, Scope
+from ksef_gateway.vault.service import CredentialSetup
 from ksef_gateway.wiring import Gateway
 from ksef_sim.domain.auth import new_token
 from ksef_sim.domain.seed import SeedOptions, random_nip, seed_invoices

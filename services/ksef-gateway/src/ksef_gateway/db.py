@@ -24,7 +24,7 @@ messaging_tables = add_messaging_tables(metadata)
 
 
 # --- KSeF sessions, context leases and the communication log (gateway_0002) ------------------------------------
-# One row per context NIP while a replica owns it: acquired and renewed by conditional UPDATE/INSERT (ownership.py),
+# One row per context NIP while a replica owns it: acquired and renewed by conditional UPDATE/INSERT (ownership/),
 # so exactly one holder at a time on PostgreSQL and SQLite alike; a lease not renewed by expires_at is free.
 context_lease = Table(
     "context_lease",
@@ -39,7 +39,7 @@ context_lease = Table(
 
 # --- replica heartbeats (gateway_0005) ---------------------------------------------------------------------------
 # One row per live gateway replica, renewed with its context leases and expiring like them: the number of live
-# replicas sets each one's fair share of the active contexts (ownership.py). A graceful stop deletes the row.
+# replicas sets each one's fair share of the active contexts (ownership/). A graceful stop deletes the row.
 gateway_replica = Table(
     "gateway_replica",
     metadata,
@@ -50,7 +50,7 @@ gateway_replica = Table(
 )
 
 # Every KSeF call per client context (NULL for public calls such as the Ministry's keys): what, how it ended, which
-# reference numbers and KSeF codes; never tokens, challenges, keys or invoice content (communication.py).
+# reference numbers and KSeF codes; never tokens, challenges, keys or invoice content (communication/).
 communication_log = Table(
     "communication_log",
     metadata,
@@ -75,7 +75,7 @@ communication_log = Table(
 # --- credential vault (gateway_0003) ---------------------------------------------------------------------------
 # One credential per KSeF context NIP. The secret (KSeF token, or the unencrypted private key of a certificate)
 # exists only as AES-256-GCM ciphertext under a per-row data key, itself wrapped by a master key
-# (domain/envelope.py); both are bound to (id, context_nip) as associated data. The certificate is public and kept
+# (vault/envelope.py); both are bound to (id, context_nip) as associated data. The certificate is public and kept
 # in the clear. Nothing here is ever returned by the API except the status columns.
 credential = Table(
     "credential",

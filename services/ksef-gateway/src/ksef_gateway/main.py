@@ -1,11 +1,19 @@
-from ksef_gateway.api import api_router
+from fastapi import APIRouter
+
+from ksef_gateway.communication.api import router as communication_router
 from ksef_gateway.db import messaging_tables, metadata
-from ksef_gateway.messaging import subscriptions
+from ksef_gateway.purchases.api import router as purchases_router
 from ksef_gateway.settings import SCHEMA, SERVICE_NAME, GatewaySettings
+from ksef_gateway.sync.api import router as sync_router
+from ksef_gateway.vault.api import router as vault_router
 from ksef_gateway.wiring import Gateway
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
 from platform_common.runtime import ServiceDefinition
+
+api_router = APIRouter()
+for router in (vault_router, communication_router, sync_router, purchases_router):
+    api_router.include_router(router)
 
 DEFINITION = ServiceDefinition(
     name=SERVICE_NAME,
@@ -14,7 +22,8 @@ DEFINITION = ServiceDefinition(
     tables=messaging_tables,
     migrations="ksef_gateway:migrations",
     routers=(api_router,),
-    subscriptions=subscriptions,
+    # The gateway consumes no events yet (sales sending will); a subscription's name is its inbox identity.
+    subscriptions=lambda runtime: (),
     components=lambda runtime: (Gateway.of(runtime),),
     description="The only component that talks to KSeF: credentials, sessions, purchase sync, sales sending.",
 )

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-from ksef_gateway.domain.windows import PRODUCTION_LIMITS, Limits, limit_table
+from ksef_gateway.budget.domain import PRODUCTION_LIMITS, Limits, limit_table
 from ksef_gateway.ksef.environments import Environment
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
@@ -68,10 +69,13 @@ class VaultSettings(BaseModel):
     ``GATEWAY_VAULT__MASTER_KEYS='{"2026-12": "<base64 of 32 random bytes>"}'`` and
     ``GATEWAY_VAULT__ACTIVE_KEY_ID=2026-12``. To rotate: add a new key, make it active, keep the old one, run
     ``POST /ops/vault/rotate``, and remove the old key once ``GET /ops/vault`` shows no credential uses it.
-    Without configured keys (never in production) a key is generated into ``<data_dir>/<key_file>`` (0600).
+    Or ``GATEWAY_VAULT__MASTER_KEYS_FILE=/run/secrets/vault-keys.json``: a mounted file holding the same JSON map,
+    readable by its owner only. Without configured keys (never in production) a key is generated into
+    ``<data_dir>/<key_file>`` (0600). Precedence and file checks: ``ksef_gateway.vault.keys``.
     """
 
     master_keys: dict[str, SecretStr] = {}
+    master_keys_file: Path | None = None
     # May be left out when exactly one key is configured.
     active_key_id: str | None = None
     key_file: str = "ksef-gateway-vault-keys.json"
@@ -85,7 +89,9 @@ class VaultSettings(BaseModel):
                 raise ValueError("several master keys are configured: set GATEWAY_VAULT__ACTIVE_KEY_ID")
             if self.active_key_id is not None and self.active_key_id not in self.master_keys:
                 raise ValueError("GATEWAY_VAULT__ACTIVE_KEY_ID names a key that GATEWAY_VAULT__MASTER_KEYS lacks")
-        elif self.active_key_id is not None:
+            if self.master_keys_file is not None:
+                raise ValueError("set GATEWAY_VAULT__MASTER_KEYS or GATEWAY_VAULT__MASTER_KEYS_FILE, not both")
+        elif self.active_key_id is not None and self.master_keys_file is None:
             raise ValueError("GATEWAY_VAULT__ACTIVE_KEY_ID is set but GATEWAY_VAULT__MASTER_KEYS is empty")
         return self
 
@@ -101,7 +107,7 @@ class GroupLimits(BaseModel):
 class BudgetSettings(BaseModel):
     """Rate-limit budget per (context, endpoint group) and the circuit breaker (``GATEWAY_BUDGET__*``).
 
-    See ``ksef_gateway.budget`` for how the pieces work together.
+    See ``ksef_gateway.budget.service`` for how the pieces work together.
     """
 
     mode: Literal["production", "custom", "off"] = Field(
@@ -159,7 +165,7 @@ class BudgetSettings(BaseModel):
 
 
 class SyncSettings(BaseModel):
-    """Purchase-invoice sync: cadence, backfill, watchdog (``GATEWAY_SYNC__*``). Rules in ``domain/sync.py``."""
+    """Purchase-invoice sync: cadence, backfill, watchdog (``GATEWAY_SYNC__*``). Rules in ``sync/domain.py``."""
 
     enabled: bool = Field(default=True, description="Run the sync scheduler in this process.")
     backfill_months: int = Field(

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretBytes, SecretStr
 
-from ksef_gateway.budget import Budget, Unlimited
+from ksef_gateway.budget.service import Budget, Unlimited
 from ksef_gateway.ksef import CertificateCredential, Environment, KsefClient, KsefClients, KsefTokenCredential
 from ksef_gateway.ksef.client import CallRecord
 from ksef_gateway.settings import KsefSettings

@@ -13,15 +13,20 @@ from datetime import timedelta
 
 import httpx
 
-from ksef_gateway.budget import Budget, RateBudget
-from ksef_gateway.communication import CommunicationLog
+from ksef_gateway.budget.service import Budget, RateBudget
+from ksef_gateway.communication.service import CommunicationLog
 from ksef_gateway.ksef import KsefClients
 from ksef_gateway.ksef.client import GATEWAY_PRODUCT
-from ksef_gateway.ownership import ContextLeases
-from ksef_gateway.sessions import OnlineSessions, SessionManager
+from ksef_gateway.ownership.service import ContextLeases
+from ksef_gateway.purchases.service import Invoices
+from ksef_gateway.sessions.service import OnlineSessions, SessionManager
 from ksef_gateway.settings import GatewaySettings
-from ksef_gateway.sync import GatewayKsef, LeasedVaultTargets, SyncEngine, SyncScheduler
-from ksef_gateway.vault import Vault, load_keyring
+from ksef_gateway.sync.engine import SyncEngine
+from ksef_gateway.sync.ksef import GatewayKsef
+from ksef_gateway.sync.scheduler import LeasedVaultTargets, SyncScheduler
+from ksef_gateway.sync.service import SyncService
+from ksef_gateway.vault.keys import load_keyring
+from ksef_gateway.vault.service import Vault
 from platform_common.runtime import ServiceRuntime
 
 _INSTANCES: weakref.WeakKeyDictionary[ServiceRuntime, Gateway] = weakref.WeakKeyDictionary()
@@ -70,6 +75,8 @@ class Gateway:
         )
         self.sync = SyncScheduler(self.sync_engine, LeasedVaultTargets(self.vault, self.leases), self.settings.sync)
         self.vault.on_credential_changed(self.sync.credential_changed)
+        self.sync_service = SyncService(self.sync_engine, self.sync, self.vault, self.budget)
+        self.invoices = Invoices(runtime.db.sessionmaker, self.sync_service.is_known)
 
     async def start(self) -> None:
         ksef = self.settings.ksef

@@ -22,8 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
-from ksef_gateway import purchases
 from ksef_gateway.main import create_app
+from ksef_gateway.purchases import repository as purchases
 from ksef_gateway.settings import GatewaySettings, KsefSettings, SyncSettings, VaultSettings
 from ksef_gateway.testing import owner_certificate
 from ksef_gateway.wiring import Gateway

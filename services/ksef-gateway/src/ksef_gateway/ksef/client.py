@@ -36,7 +36,7 @@ from cryptography import x509
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ksef_gateway.budget import Budget, BudgetUnavailable, EndpointGroup
+from ksef_gateway.budget.service import Budget, BudgetUnavailable, EndpointGroup
 from ksef_gateway.ksef.credentials import CertificateCredential, Credential, KsefTokenCredential
 from ksef_gateway.ksef.crypto import CryptoError, SymmetricKey, encrypt_ksef_token, sha256_b64
 from ksef_gateway.ksef.environments import Environment, base_url

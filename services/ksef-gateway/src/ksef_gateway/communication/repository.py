@@ -1,0 +1,83 @@
+"""Every query of the communication log. Each function runs on the caller's connection and transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ksef_gateway.db import communication_log
+from ksef_gateway.ksef.client import CallRecord
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    id: int
+    context_nip: str | None
+    environment: str
+    operation: str
+    http_status: int | None
+    outcome: str
+    reference_numbers: list[str]
+    error_codes: list[int]
+    description: str | None
+    duration_ms: int
+    attempts: int
+    replica_id: str
+    at: datetime
+
+
+async def append(conn: AsyncConnection, call: CallRecord, replica_id: str) -> None:
+    await conn.execute(
+        insert(communication_log).values(
+            context_nip=call.context_nip,
+            environment=call.environment,
+            operation=call.operation,
+            http_status=call.http_status,
+            outcome=call.outcome,
+            reference_numbers=list(call.reference_numbers),
+            error_codes=list(call.error_codes),
+            description=call.description[:500] if call.description else None,
+            duration_ms=call.duration_ms,
+            attempts=call.attempts,
+            replica_id=replica_id,
+            at=call.at,
+        )
+    )
+
+
+async def entries_of(conn: AsyncConnection, context_nip: str, *, limit: int, before_id: int | None) -> list[LogEntry]:
+    """Newest first; ``before_id`` continues after the last entry of the previous page (keyset paging)."""
+    table = communication_log
+    condition: Any = table.c.context_nip == context_nip
+    if before_id is not None:
+        condition = and_(condition, table.c.id < before_id)
+    query = select(table).where(condition).order_by(table.c.id.desc()).limit(limit)
+    rows = (await conn.execute(query)).mappings().all()
+    return [
+        LogEntry(
+            id=row["id"],
+            context_nip=row["context_nip"],
+            environment=row["environment"],
+            operation=row["operation"],
+            http_status=row["http_status"],
+            outcome=row["outcome"],
+            reference_numbers=list(row["reference_numbers"] or []),
+            error_codes=[int(c) for c in row["error_codes"] or []],
+            description=row["description"],
+            duration_ms=row["duration_ms"],
+            attempts=row["attempts"],
+            replica_id=row["replica_id"],
+            at=row["at"],
+        )
+        for row in rows
+    ]
+
+
+async def purge_older_than(conn: AsyncConnection, cutoff: datetime) -> int:
+    """Delete the entries before ``cutoff``; returns how many."""
+    result = await conn.execute(delete(communication_log).where(communication_log.c.at < cutoff))
+    return int(result.rowcount or 0)

@@ -1,0 +1,35 @@
+"""What every capability's router shares: the gateway of the request's runtime, the ``ksef.read`` principal, and
+the client NIP in a path (its ten digits exactly, with a valid checksum; 422 problem details otherwise)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ksef_gateway.wiring import Gateway
+from platform_common.auth import require
+from platform_common.auth.principal import Principal
+from platform_common.nip import InvalidNip, normalize_nip
+from platform_common.problems import Problem
+
+
+def gateway(request: Request) -> Gateway:
+    return Gateway.of(request.app.state.runtime)
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+# Reading a client's KSeF data (sync state, invoices, communication log): ksef.read, the closest permission
+# auth-svc has for it.
+KsefReader = Annotated[Principal, Depends(require("ksef.read", client_nip_param="nip"))]
+
+
+def client_nip(nip: str) -> str:
+    try:
+        normalized = normalize_nip(nip)
+    except InvalidNip as exc:
+        raise Problem(422, "Invalid NIP", f"{nip!r} is not a valid NIP: {exc}.", code="invalid-nip") from None
+    # One spelling per client: URLs, cache keys and lease rows must not differ by dashes or a PL prefix.
+    if normalized != nip:
+        raise Problem(422, "Invalid NIP", "Write the NIP as its ten digits only.", code="invalid-nip")
+    return normalized

@@ -1,1 +1,0 @@
-"""Domain rules of ksef-gateway: pure Python, no I/O."""

@@ -1,0 +1,1 @@
+"""The gateway's integration tests (a package so that mypy tells its conftest from the simulator's)."""
