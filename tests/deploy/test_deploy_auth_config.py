@@ -23,6 +23,7 @@ from auth_svc.settings import AuthSettings
 from buffer_svc.settings import BufferSettings
 from ksef_gateway.settings import GatewaySettings
 from notify_svc.settings import NotifySettings
+from platform_common.sealing import generate_keypair, public_key_of
 from platform_common.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +101,9 @@ def k8s_secrets() -> dict[tuple[str, str], str]:
     for prefix in ("AUTH", "GATEWAY", "BUFFER", "APPROVAL", "NOTIFY"):
         values[("ksef-hub-db", f"{prefix}_DB__URL")] = f"postgresql+asyncpg://{prefix.lower()}:x@db:5432/ksefhub"
         values[("ksef-hub-service-credentials", f"{prefix}_AUTH__CLIENT_SECRET")] = f"{prefix.lower()}-0123abcd"
+    private_key, public_key = generate_keypair()
+    values[("ksef-hub-notify-seal", "NOTIFY_SEAL_PRIVATE_KEY")] = private_key
+    values[("ksef-hub-notify-seal", "AUTH_NOTIFY_PUBLIC_KEY")] = public_key
     return values
 
 
@@ -124,7 +128,7 @@ class TestGatewayKsefAndVault:
 
     @staticmethod
     def _vault_starts(settings: GatewaySettings) -> None:
-        from ksef_gateway.vault import load_keyring
+        from ksef_gateway.vault.keys import load_keyring
 
         assert settings.environment == "production"
         keyring = load_keyring(settings.vault, environment=settings.environment, data_dir=Path("/nonexistent"))
@@ -162,3 +166,23 @@ class TestGatewayKsefAndVault:
         assert settings.ksef.environment == environment
         if environment == "sim":
             assert settings.ksef.sim_base_url == "http://ksef-sim:8090/v2"
+
+
+def _check_seal_pair(auth_env: Mapping[str, str], notify: NotifySettings) -> None:
+    """auth-svc seals invitation and reset links to the public half of the very key notify-svc opens them with."""
+    key = notify.seal_key()
+    assert key is not None, "notify-svc has no sealing key (production refuses to start)"
+    assert auth_env["AUTH_NOTIFY_PUBLIC_KEY"] == public_key_of(key.get_secret_value())
+
+
+class TestNotifySealKey:
+    def test_compose_gives_auth_svc_the_public_half_of_notify_svcs_key(self) -> None:
+        _check_seal_pair(TestCompose._env("auth-svc"), _settings(NotifySettings, TestCompose._env("notify-svc")))
+
+    def test_kubernetes_takes_both_halves_from_one_secret(self, k8s_secrets: dict[tuple[str, str], str]) -> None:
+        auth_env = _k8s_env(K8S_BASE / "auth-svc" / "deployment.yaml", k8s_secrets)
+        notify_env = _k8s_env(K8S_BASE / "notify-svc" / "deployment.yaml", k8s_secrets)
+        _check_seal_pair(auth_env, _settings(NotifySettings, notify_env))
+        documents = list(yaml.safe_load_all((K8S_BASE / "secrets.example.yaml").read_text()))
+        example = next(d for d in documents if d["metadata"]["name"] == "ksef-hub-notify-seal")["stringData"]
+        assert set(example) == {"NOTIFY_SEAL_PRIVATE_KEY", "AUTH_NOTIFY_PUBLIC_KEY"}

@@ -1,10 +1,12 @@
-from notify_svc.api import api_router
+import sys
+
 from notify_svc.db import messaging_tables, metadata
-from notify_svc.messaging import subscriptions
+from notify_svc.mail import consumers as mail
 from notify_svc.settings import SCHEMA, SERVICE_NAME, NotifySettings
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
 from platform_common.runtime import ServiceDefinition
+from platform_common.sealing import generate_keypair
 
 DEFINITION = ServiceDefinition(
     name=SERVICE_NAME,
@@ -12,13 +14,23 @@ DEFINITION = ServiceDefinition(
     metadata=metadata,
     tables=messaging_tables,
     migrations="notify_svc:migrations",
-    routers=(api_router,),
-    subscriptions=subscriptions,
+    subscriptions=mail.subscriptions,
     description="E-mail and outbound webhooks to ERP systems.",
 )
 
 create_app = app_factory(DEFINITION, NotifySettings)
 
 
-def run() -> None:
-    service_cli(DEFINITION, NotifySettings, create_app, default_port=8005)
+def seal_keygen() -> None:
+    """Print a fresh sealing key pair: the private half for notify-svc, the public half for auth-svc."""
+    private_key, public_key = generate_keypair()
+    print(f"NOTIFY_SEAL_PRIVATE_KEY={private_key}")
+    print(f"AUTH_NOTIFY_PUBLIC_KEY={public_key}")
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["seal-keygen"]:
+        seal_keygen()
+        return
+    service_cli(DEFINITION, NotifySettings, create_app, default_port=8005, argv=args)

@@ -1,1 +1,0 @@
-"""Domain rules of notify-svc: pure Python, no I/O."""

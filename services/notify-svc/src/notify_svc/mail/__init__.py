@@ -1,0 +1,1 @@
+"""E-mails the platform sends: invitations and password resets (sending itself comes with the SMTP sender)."""

@@ -1,0 +1,41 @@
+"""Handlers of the events that ask for an e-mail. Each subscription's name is its inbox identity: never rename one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from notify_svc.mail.repository import MailRepository
+from notify_svc.mail.service import MailService
+from notify_svc.settings import NotifySettings
+from platform_common.contracts import PasswordResetRequested, UserInvited
+from platform_common.messaging.dispatch import Subscription
+from platform_common.messaging.envelope import Envelope
+from platform_common.runtime import ServiceRuntime
+
+
+def subscriptions(runtime: ServiceRuntime) -> Sequence[Subscription]:
+    settings = runtime.settings
+    assert isinstance(settings, NotifySettings)
+    seal_key = settings.seal_key()
+    if seal_key is None and settings.environment == "production":
+        raise RuntimeError(
+            "production needs the key invitation and reset links are sealed to: set NOTIFY_SEAL_PRIVATE_KEY or "
+            "NOTIFY_SEAL_KEY_FILE (`notify-svc seal-keygen` prints a fresh pair)"
+        )
+    service = MailService(seal_key)
+
+    async def on_user_invited(session: AsyncSession, envelope: Envelope) -> None:
+        await service.invitation_requested(MailRepository(session), envelope.id, envelope.parse(UserInvited))
+
+    async def on_password_reset_requested(session: AsyncSession, envelope: Envelope) -> None:
+        event = envelope.parse(PasswordResetRequested)
+        await service.password_reset_requested(MailRepository(session), envelope.id, event)
+
+    return (
+        Subscription("notify-svc.mail.user-invited", UserInvited.topic, on_user_invited),
+        Subscription(
+            "notify-svc.mail.password-reset-requested", PasswordResetRequested.topic, on_password_reset_requested
+        ),
+    )

@@ -1,1 +1,0 @@
-"""All queries of notify-svc."""
