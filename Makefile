@@ -20,8 +20,9 @@ setup: ## install uv if missing and sync the locked environment (.venv)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
 	@$(UV) sync --frozen --all-packages --quiet
 
-run: setup ## start the whole platform in one process (embedded mode) on http://127.0.0.1:8000
-	@$(UV) run --frozen ksef-hub run $(if $(PORT),--port $(PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+run: setup ## start the whole platform in one process (embedded mode) on http://127.0.0.1:8000 (DEMO=0: no demo data)
+	@$(UV) run --frozen ksef-hub run $(if $(PORT),--port $(PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+		$(if $(DEMO),$(if $(filter 0 false no off,$(DEMO)),--no-demo,--demo))
 
 infra-up: ## start PostgreSQL and Kafka on loopback (idempotent)
 	@bash scripts/infra.sh up

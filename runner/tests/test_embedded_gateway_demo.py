@@ -20,9 +20,9 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from auth_svc.demo import CLIENT_ACTIVE, CLIENT_PENDING, DEMO_PASSWORD, OFFICE_ADMIN
-from ksef_gateway.demo import DEMO_ACTOR
 from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.settings import GatewaySettings
+from ksef_gateway.vault.demo import DEMO_ACTOR
 from ksef_hub.demo import DEMO_CLIENTS
 from ksef_hub.embedded import KSEF_SIM_PREFIX, create_embedded_app
 from ksef_sim.domain.auth import KsefToken

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,11 @@ async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(
             }
             # Its Latarnia and operator APIs live under the same prefix.
             assert (await client.get("/ksef-sim/status")).status_code == 200
-            assert (await client.get("/ksef-sim/_sim/faults")).status_code == 200
+            # The operator API only with the token the simulator made in the data folder on its first start.
+            assert (await client.get("/ksef-sim/_sim/faults")).status_code == 401
+            token = (data_dir / "ksef-sim.operator-token").read_text().strip()
+            operator = {"Authorization": f"Bearer {token}"}
+            assert (await client.get("/ksef-sim/_sim/faults", headers=operator)).status_code == 200
             # The CLI serves on this port and the services verify tokens against auth-svc there, not on 8000.
             login = await client.post("/auth/login", json={"email": OFFICE_ADMIN, "password": DEMO_PASSWORD})
             assert login.status_code == 200, login.text
@@ -93,3 +98,12 @@ async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(
         "notify.db",
     ]
     assert (data_dir / "ksef-sim.sqlite3").is_file(), "the simulator keeps its state in the data folder"
+    # The process's umask and the start-up pass keep every file the owner's alone, -wal/-shm included.
+    paths = [data_dir, *data_dir.rglob("*")]
+    wrong = {
+        str(p): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in paths
+        if stat.S_IMODE(p.stat().st_mode) != (0o700 if p.is_dir() else 0o600)
+    }
+    assert wrong == {}
+    assert out.count(token) == 1, "the operator token is printed once, at the first start"

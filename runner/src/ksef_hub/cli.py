@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
+
+from platform_common.cli import parse_trusted_proxies, run_server, uvicorn_config
+
+FALSE_WORDS = {"0", "false", "no", "off"}
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    word = value.strip().lower()
+    if word not in FALSE_WORDS | TRUE_WORDS:
+        raise SystemExit(f"ksef-hub: {name}={value!r} is not a yes/no value (1/0, true/false, yes/no, on/off)")
+    return word in TRUE_WORDS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -14,15 +30,47 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--host", default=os.environ.get("KSEF_HUB_HOST", "127.0.0.1"))
     run.add_argument("--port", type=int, default=int(os.environ.get("KSEF_HUB_PORT", "8000")))
     run.add_argument("--data-dir", type=Path, default=Path(os.environ.get("KSEF_HUB_DATA_DIR", ".data/embedded")))
+    run.add_argument(
+        "--demo",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("KSEF_HUB_DEMO", default=True),
+        help="demo accounts, demo clients' invoices and KSeF tokens (default on; env KSEF_HUB_DEMO)",
+    )
+    run.add_argument(
+        "--trusted-proxies",
+        default=os.environ.get("KSEF_HUB_TRUSTED_PROXIES", ""),
+        help="comma-separated addresses/CIDRs of the proxies whose X-Forwarded-For is believed "
+        "(env KSEF_HUB_TRUSTED_PROXIES; default none)",
+    )
     args = parser.parse_args(argv)
 
-    import uvicorn
+    import auth_svc.demo
+    from ksef_hub.embedded import DemoExposed, check_demo_exposure, create_embedded_app, local_url
 
-    from ksef_hub.embedded import create_embedded_app, local_url
-
+    # Before anything is created: every database, its -wal/-shm and the simulator's token file are the owner's only.
+    os.umask(0o077)
+    # A password of the operator's own, from the environment only (a command-line argument is visible to others).
+    demo_password = os.environ.get("KSEF_HUB_DEMO_PASSWORD") or auth_svc.demo.DEMO_PASSWORD
+    data_dir = args.data_dir.resolve()
+    try:
+        check_demo_exposure(args.host, data_dir, demo=args.demo, demo_password=demo_password)
+        parse_trusted_proxies(args.trusted_proxies)
+    except (DemoExposed, ValueError) as exc:
+        print(f"ksef-hub: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     # The services call auth-svc at this URL (JWKS, tokens, introspection): it must be the port served here.
-    app = create_embedded_app(args.data_dir, public_url=local_url(args.host, args.port))
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, timeout_graceful_shutdown=10)
+    app = create_embedded_app(
+        data_dir, public_url=local_url(args.host, args.port), demo=args.demo, demo_password=demo_password
+    )
+    config = uvicorn_config(
+        app,
+        host=args.host,
+        port=args.port,
+        trusted_proxies=args.trusted_proxies,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    run_server(config)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from datetime import timedelta
 import httpx
 
 import auth_svc.demo
-from ksef_gateway.demo import ensure_demo_credential
-from ksef_gateway.domain.credentials import CredentialError
+from ksef_gateway.vault.demo import ensure_demo_credential
+from ksef_gateway.vault.domain import CredentialError
 from ksef_gateway.wiring import Gateway
 from ksef_sim.domain.auth import new_token
 from ksef_sim.domain.seed import SeedOptions, seed_invoices

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import secrets
+import stat
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from ksef_gateway.settings import GatewaySettings
 from ksef_gateway.wiring import Gateway
 from ksef_hub.demo import ensure_demo_ksef
 from ksef_sim.main import create_app as create_ksef_sim_app
+from ksef_sim.operator_token import token_file
 from ksef_sim.settings import SimSettings
 from ksef_sim.state import Sim
 from notify_svc.settings import NotifySettings
@@ -47,6 +50,7 @@ from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers
 from platform_common.runtime import ServiceDefinition
+from platform_common.sealing import ensure_private_key_file, public_key_of
 from platform_common.settings import DatabaseSettings, MessagingSettings, ServiceSettings
 
 log = logging.getLogger("ksef_hub")
@@ -129,13 +133,34 @@ def embedded_settings(
         settings = service.settings_cls(**values, auth=wiring.client_settings(service.name, auth))
         if isinstance(settings, GatewaySettings):
             settings = gateway_settings(settings, public_url)
+        if isinstance(settings, NotifySettings):
+            settings = with_notify_seal_key(settings, data_dir)
         return settings
     # A dict, merged with AUTH_SERVICE_CREDENTIALS: clients registered there keep working.
     settings = AuthSettings(**values, service_credentials=dict(wiring.client_secrets))
     if "link_base_url" not in settings.model_fields_set:
         # Invitation and reset links point at this runner, on whatever port it listens.
         settings = settings.model_copy(update={"link_base_url": wiring.url})
+    if "notify_public_key" in AuthSettings.model_fields and "notify_public_key" not in settings.model_fields_set:
+        # Links are sealed to the key notify-svc opens them with, whichever source that key comes from.
+        notify = with_notify_seal_key(NotifySettings(data_dir=data_dir), data_dir)
+        seal_key = notify.seal_key()
+        assert seal_key is not None
+        settings = settings.model_copy(update={"notify_public_key": public_key_of(seal_key.get_secret_value())})
     return settings
+
+
+# notify-svc's sealing key when NOTIFY_SEAL_PRIVATE_KEY / NOTIFY_SEAL_KEY_FILE are not set: made on first start
+# and kept (0600), so that links sealed before a restart, still in an outbox or a dead letter, stay readable.
+NOTIFY_SEAL_KEY_FILE = "notify-seal.key"
+
+
+def with_notify_seal_key(settings: NotifySettings, data_dir: Path) -> NotifySettings:
+    if settings.seal_key() is not None:
+        return settings
+    path = data_dir / NOTIFY_SEAL_KEY_FILE
+    ensure_private_key_file(path)
+    return settings.model_copy(update={"seal_key_file": path})
 
 
 # The local KSeF 2.0 simulator rides along so the platform has a KSeF to talk to without the Ministry's TEST host.
@@ -161,10 +186,74 @@ def gateway_settings(settings: GatewaySettings, public_url: str) -> GatewaySetti
     return settings.model_copy(update={"ksef": ksef.model_copy(update=updates), "sync": sync})
 
 
+def uses_ksef_sim(gateway: GatewaySettings) -> bool:
+    """The simulator is mounted only for a gateway that talks to it: with KSeF TEST, DEMO or PROD configured it would
+    be a second, unused KSeF with an operator API beside the real one."""
+    return gateway.ksef.environment is Environment.SIM
+
+
 def ksef_sim_settings(data_dir: Path) -> SimSettings:
     # KSEF_SIM_* environment variables still apply to every other field (delays, rate limits, public base URL).
     # With no public base URL the simulator builds its pre-signed links from the called host plus the mount prefix.
     return SimSettings(database_path=data_dir / KSEF_SIM_DB_FILE)
+
+
+def is_loopback(host: str) -> bool:
+    """Only loopback binds keep the platform to this machine; a name other than ``localhost`` may resolve anywhere."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# In the data folder: whether the demo accounts there were made with the published password. A password applies
+# only to the accounts it creates, so a folder seeded once with the published one keeps it whatever comes later.
+DEMO_MARKER = "demo-accounts"
+MADE_WITH_PUBLISHED = "published-password"
+MADE_WITH_OWN = "own-password"
+
+
+class DemoExposed(RuntimeError):
+    """Serving the demo accounts with their published password beyond this machine."""
+
+
+def check_demo_exposure(host: str, data_dir: Path, *, demo: bool, demo_password: str) -> None:
+    if is_loopback(host):
+        return
+    if demo and demo_password == auth_svc.demo.DEMO_PASSWORD:
+        raise DemoExposed(
+            f"refusing to listen on {host}: the demo accounts' password is published in the README. Set "
+            "KSEF_HUB_DEMO_PASSWORD to a password of your own, or run without demo data (KSEF_HUB_DEMO=false, "
+            "make run DEMO=0), or listen on loopback (KSEF_HUB_HOST=127.0.0.1)."
+        )
+    marker = data_dir / DEMO_MARKER
+    if marker.is_file() and marker.read_text(encoding="utf-8").strip() == MADE_WITH_PUBLISHED:
+        raise DemoExposed(
+            f"refusing to listen on {host}: the demo accounts in {data_dir} were made with the published password "
+            "(a new one applies only to accounts it creates). Use a fresh data folder (KSEF_HUB_DATA_DIR)."
+        )
+
+
+def _record_demo_password(data_dir: Path, demo_password: str) -> None:
+    marker = data_dir / DEMO_MARKER
+    published = demo_password == auth_svc.demo.DEMO_PASSWORD
+    if published or not marker.exists():
+        marker.write_text((MADE_WITH_PUBLISHED if published else MADE_WITH_OWN) + "\n", encoding="utf-8")
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """The data folder holds every database, the simulator's state and its operator token: the owner's alone
+    (folders 0700, files 0600), tightened on every start for folders made before or by a wider umask."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in (data_dir, *data_dir.rglob("*")):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue  # chmod would follow it out of the folder
+        wanted = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+        if stat.S_IMODE(info.st_mode) != wanted:
+            path.chmod(wanted)
 
 
 async def _demo_ksef(sim: Sim, gateway: Gateway, public_url: str) -> None:
@@ -182,46 +271,71 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8000") -> FastAPI:
-    """The platform to serve at ``public_url`` (the services call auth-svc there: it must be where it listens)."""
+def create_embedded_app(
+    data_dir: Path,
+    *,
+    public_url: str = "http://127.0.0.1:8000",
+    demo: bool = True,
+    demo_password: str = auth_svc.demo.DEMO_PASSWORD,
+) -> FastAPI:
+    """The platform to serve at ``public_url`` (the services call auth-svc there: it must be where it listens).
+
+    ``demo``: the demo accounts (with ``demo_password``), the demo clients' invoices in the simulator and their KSeF
+    tokens in the gateway; without it the platform starts empty.
+    """
     public_url = public_url.rstrip("/")
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(data_dir)
     bus = InProcessBus()
     wiring = AuthWiring.for_run(public_url)
     apps = [
         (s, s.create_app(embedded_settings(s, data_dir, wiring, public_url), bus=bus, migrate_on_start=True))
         for s in SERVICES
     ]
-    ksef_sim_app = create_ksef_sim_app(ksef_sim_settings(data_dir))
+    gateway_app = next(a for s, a in apps if s.name == ksef_gateway.main.DEFINITION.name)
+    sim_settings = ksef_sim_settings(data_dir)
+    ksef_sim_app = create_ksef_sim_app(sim_settings) if uses_ksef_sim(gateway_app.state.settings) else None
+    operator_token_source = (
+        "KSEF_SIM_OPERATOR_TOKEN" if sim_settings.operator_token is not None else token_file(sim_settings)
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         configure_logging(os.environ.get("KSEF_HUB_LOG_LEVEL", "INFO"), json=False, force=True)
         async with AsyncExitStack() as stack:
             # The simulator first: it only opens its state file, and the services may call it as soon as they run.
-            await stack.enter_async_context(ksef_sim_app.router.lifespan_context(ksef_sim_app))
+            if ksef_sim_app is not None:
+                await stack.enter_async_context(ksef_sim_app.router.lifespan_context(ksef_sim_app))
             for _service, sub_app in apps:
                 await stack.enter_async_context(sub_app.router.lifespan_context(sub_app))
-            # The demo accounts the README lists (idempotent: existing users keep their passwords).
-            auth_app = next(a for s, a in apps if s is AUTH_SERVICE)
-            await auth_svc.demo.ensure_demo_data(auth_app.state.runtime)
-            # The demo clients' KSeF data: invoices in the simulator, their tokens in the gateway's vault. The vault
-            # checks a token in KSeF over HTTP, i.e. through this server, which serves only once startup is over: a
-            # background task, stopped first on shutdown.
-            gateway_app = next(a for s, a in apps if s.name == ksef_gateway.main.DEFINITION.name)
-            demo = asyncio.create_task(
-                _demo_ksef(ksef_sim_app.state.sim, Gateway.of(gateway_app.state.runtime), public_url),
-                name="ksef-demo-data",
-            )
-            stack.push_async_callback(_cancel, demo)
-            _app.state.demo_ksef = demo  # tests wait for it
+            _app.state.demo_ksef = None
+            if demo:
+                # The demo accounts the README lists (idempotent: existing users keep their passwords).
+                auth_app = next(a for s, a in apps if s is AUTH_SERVICE)
+                _record_demo_password(data_dir, demo_password)
+                await auth_svc.demo.ensure_demo_data(auth_app.state.runtime, password=demo_password)
+            if demo and ksef_sim_app is not None:
+                # The demo clients' KSeF data: invoices in the simulator, their tokens in the gateway's vault. The
+                # vault checks a token in KSeF over HTTP, i.e. through this server, which serves only once startup
+                # is over: a background task, stopped first on shutdown.
+                demo_ksef = asyncio.create_task(
+                    _demo_ksef(ksef_sim_app.state.sim, Gateway.of(gateway_app.state.runtime), public_url),
+                    name="ksef-demo-data",
+                )
+                stack.push_async_callback(_cancel, demo_ksef)
+                _app.state.demo_ksef = demo_ksef  # tests wait for it
+            # The files the services and the simulator have just created (SQLite files and their -wal/-shm, which
+            # SQLite then creates with the database file's mode) whatever the umask of this process.
+            secure_data_dir(data_dir)
             lines = [f"KSeF Hub (embedded) is up at {public_url} - data in {data_dir}"]
             lines += [f"  {s.name:<13} {public_url}{s.prefix}  (ready: {public_url}{s.prefix}/readyz)" for s, _ in apps]
-            lines.append(
-                f"  {'ksef-sim':<13} {public_url}{KSEF_SIM_PREFIX}/v2  (KSeF 2.0 simulator; operator API "
-                f"{public_url}{KSEF_SIM_PREFIX}/_sim, Latarnia {public_url}{KSEF_SIM_PREFIX}/status)"
-            )
+            if ksef_sim_app is not None:
+                lines.append(
+                    f"  {'ksef-sim':<13} {public_url}{KSEF_SIM_PREFIX}/v2  (KSeF 2.0 simulator; operator API "
+                    f"{public_url}{KSEF_SIM_PREFIX}/_sim with the token in {operator_token_source}, Latarnia "
+                    f"{public_url}{KSEF_SIM_PREFIX}/status)"
+                )
+            lines.append("  demo data: " + ("on (README, 'Demo accounts')" if demo else "off"))
             print("\n".join(lines), flush=True)
             yield
 
@@ -235,7 +349,11 @@ def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8
             "product": "KSeF Hub",
             "mode": "embedded",
             "services": {s.name: {"url": base + s.prefix, "docs": f"{base}{s.prefix}/docs"} for s, _ in apps},
-            "ksefSimulator": {"url": f"{base}{KSEF_SIM_PREFIX}/v2", "docs": f"{base}{KSEF_SIM_PREFIX}/docs"},
+            **(
+                {"ksefSimulator": {"url": f"{base}{KSEF_SIM_PREFIX}/v2", "docs": f"{base}{KSEF_SIM_PREFIX}/docs"}}
+                if ksef_sim_app is not None
+                else {}
+            ),
         }
 
     @root.get("/healthz", dependencies=[Depends(public("liveness probe of the whole process"))])
@@ -244,5 +362,6 @@ def create_embedded_app(data_dir: Path, *, public_url: str = "http://127.0.0.1:8
 
     for service, sub_app in apps:
         root.mount(service.prefix, sub_app)
-    root.mount(KSEF_SIM_PREFIX, ksef_sim_app)
+    if ksef_sim_app is not None:
+        root.mount(KSEF_SIM_PREFIX, ksef_sim_app)
     return root

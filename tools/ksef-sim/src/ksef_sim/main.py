@@ -28,9 +28,14 @@ from ksef_sim.api import (
     testdata,
     tokens,
 )
+from ksef_sim.api.sessions_batch import MAX_ENCRYPTED_PART
+from ksef_sim.api.sessions_online import MB
 from ksef_sim.errors import KsefError, install_error_handlers, ksef_error_response
+from ksef_sim.operator_token import resolve_operator_token
 from ksef_sim.settings import SimSettings
 from ksef_sim.state import Sim
+from platform_common.limits import declare_body_limits, install_http_limits
+from platform_common.settings import HttpLimitsSettings
 
 API_PREFIX = "/v2"
 
@@ -57,6 +62,7 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.operator_token = resolve_operator_token(settings)
         sim = Sim.open(settings)
         app.state.sim = sim
         try:
@@ -113,7 +119,25 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
             sim.traffic.record(response.status_code)
         return response
 
+    # Bodies, query strings and headers are bounded like every platform service's (413/414/431 problem documents:
+    # KSeF's spec gives no shape for these). The two routes that take more than the 1 MiB default, at the largest
+    # size KSeF can accept there (REFERENCE.md §5, §8):
+    install_http_limits(app, HttpLimitsSettings())
+    declare_body_limits(
+        app,
+        {
+            ("POST", API_PREFIX + "/sessions/online/{referenceNumber}/invoices"): SEND_INVOICE_BODY_LIMIT,
+            ("PUT", "/storage/{blob:path}"): MAX_ENCRYPTED_PART,
+        },
+    )
     return app
+
+
+# The largest invoice any context may be allowed (/testdata/limits accepts up to 10 MB with attachments), AES-CBC
+# encrypted (PKCS#7 adds up to a block), base64-encoded, plus its JSON envelope of hashes and sizes. Anything larger
+# could pass no invoice limit, so it is refused before it is read.
+_LARGEST_INVOICE = 10 * MB
+SEND_INVOICE_BODY_LIMIT = 4 * -(-((_LARGEST_INVOICE // 16 + 1) * 16) // 3) + 64 * 1024
 
 
 def run(argv: list[str] | None = None) -> None:
@@ -123,6 +147,11 @@ def run(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--db", help="state file (default .data/ksef-sim.sqlite3; env KSEF_SIM_DATABASE_PATH)")
     parser.add_argument("--public-base-url", help="host root used in pre-signed URLs (env KSEF_SIM_PUBLIC_BASE_URL)")
+    parser.add_argument(
+        "--operator-token-file",
+        help="bearer token of /_sim (default: next to the state file, made and printed on first start; "
+        "env KSEF_SIM_OPERATOR_TOKEN_FILE, or KSEF_SIM_OPERATOR_TOKEN for the token itself)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="{seed}")
     seed = commands.add_parser(
         "seed",
@@ -150,6 +179,8 @@ def run(argv: list[str] | None = None) -> None:
         overrides["database_path"] = args.db
     if args.public_base_url:
         overrides["public_base_url"] = args.public_base_url
+    if args.operator_token_file:
+        overrides["operator_token_file"] = args.operator_token_file
     settings = SimSettings(**overrides)  # type: ignore[arg-type]
     import signal
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,10 @@ class SimSettings(BaseSettings):
     # host that was called. ``None`` takes it from each request. Ends before ``/v2``.
     public_base_url: str | None = None
     environment_name: str = "TE"
+    # The operator API (/_sim) always wants this bearer token. Unset: read from ``operator_token_file`` (default: next
+    # to the state file), made and printed once when that file does not exist yet (``ksef_sim.operator_token``).
+    operator_token: SecretStr | None = None
+    operator_token_file: Path | None = None
 
     access_token_ttl_s: int = Field(default=900, gt=0)
     refresh_token_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
@@ -48,3 +52,10 @@ class SimSettings(BaseSettings):
     export_part_size: int = Field(default=50 * 1024 * 1024, gt=0)
     # Deterministic randomness for seeding and jitter; ``None`` = OS entropy.
     random_seed: int | None = None
+
+    @field_validator("operator_token")
+    @classmethod
+    def _operator_token_is_strong(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise ValueError("KSEF_SIM_OPERATOR_TOKEN must be at least 16 characters (or unset, to have one made)")
+        return token

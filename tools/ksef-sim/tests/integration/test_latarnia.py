@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from ksef_sim.main import create_app
 from ksef_sim.settings import RateLimitMode, SimSettings
 from ksef_sim.state import Sim
+from ksef_sim.testing import operator_headers
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 MESSAGE_FIELDS = {"id", "eventId", "category", "type", "title", "text", "start", "end", "version", "published"}
@@ -23,7 +24,8 @@ MESSAGE_FIELDS = {"id", "eventId", "category", "type", "title", "text", "start",
 @pytest.fixture
 async def root(sim_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=sim_app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="https://ksef-sim.test") as c:
+    headers = operator_headers(sim_app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://ksef-sim.test", headers=headers) as c:
         yield c
 
 
@@ -138,7 +140,8 @@ async def test_messages_survive_a_restart_and_a_healed_outage_is_closed(tmp_path
         return app, manager
 
     def client(app: FastAPI) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://ksef-sim.test")
+        transport = httpx.ASGITransport(app=app)
+        return httpx.AsyncClient(transport=transport, base_url="https://ksef-sim.test", headers=operator_headers(app))
 
     app, manager = await started()
     async with client(app) as first:

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from ksef_sim.crypto import KSEF_TOKEN_ENCRYPTION, SYMMETRIC_KEY_ENCRYPTION, b64, rsa_oaep_encrypt
 from ksef_sim.records import StoredInvoice
 from ksef_sim.state import Sim
+from ksef_sim.testing import operator_headers
 
 BUYER = "7352765225"
 SUBJECT3 = "9795075130"
@@ -30,7 +31,8 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 async def root(sim_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=sim_app, client=("127.0.0.1", 50000))
-    async with httpx.AsyncClient(transport=transport, base_url="https://ksef-sim.test") as c:
+    headers = operator_headers(sim_app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://ksef-sim.test", headers=headers) as c:
         yield c
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -43,6 +44,7 @@ def _env() -> dict[str, str]:
 
 class Server:
     def __init__(self, db: Path, log: Path) -> None:
+        self.db = db
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log.open("ab")
@@ -60,6 +62,9 @@ class Server:
             assert self.process.poll() is None, f"ksef-sim exited early with {self.process.returncode}"
             try:
                 if self.http.get("/healthz").status_code == 200:
+                    # Made (or read) before the app serves: the operator reads it from the file beside the state.
+                    token = self.db.with_suffix(".operator-token").read_text().strip()
+                    self.http.headers["Authorization"] = f"Bearer {token}"
                     return
             except httpx.TransportError:
                 pass
@@ -127,6 +132,11 @@ def test_state_survives_a_restart_and_signals_stop_cleanly(tmp_path: Path, serve
     assert '"created": 25' in seeded.stdout
 
     first = _start(servers, db, log)
+    token_file = db.with_suffix(".operator-token")
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    stranger = httpx.get(f"{first.base}/_sim/stats", timeout=10)
+    assert stranger.status_code == 401, "the standalone simulator's operator API wants its token"
     keys = _key_ids(first)
     assert _stats(first)["invoices"] == 25
     response = first.http.post("/_sim/seed", json={"buyerNip": BUYER, "count": 30})
@@ -142,6 +152,9 @@ def test_state_survives_a_restart_and_signals_stop_cleanly(tmp_path: Path, serve
     assert stats["invoices"] == 55
     assert stats["now"].startswith("2026-05-01T08:00:00")  # the frozen clock came back too
     assert second.stop(signal.SIGINT) == 0
+    assert token_file.read_text().strip() == token, "a restart keeps the operator token"
+    # Printed at the first start only: the second one read the file and said nothing of it.
+    assert log.read_text(errors="replace").count(token) == 1
 
 
 def test_bad_seed_arguments_fail_with_a_message(tmp_path: Path) -> None:

@@ -1,4 +1,6 @@
-"""The simulator operator's API, mounted at ``/_sim`` (not a KSeF endpoint; no token, no rate limit, no faults).
+"""The simulator operator's API, mounted at ``/_sim`` (not a KSeF endpoint; no rate limit, no faults). Every route
+wants ``Authorization: Bearer <operator token>`` (``ksef_sim.operator_token``) and answers 401 without it: on a
+listener others can reach, this API would let anybody change KSeF's clock or take it down.
 
 - ``/faults``: outage (every ``/v2`` call 503, Latarnia FAILURE / TOTAL_FAILURE / MAINTENANCE), added latency, a
   fraction of random 5xx, stuck exports (status 100 until cleared), forced 429s.
@@ -13,15 +15,17 @@ Being our own API, errors here are RFC 7807 problem documents with 422 for inval
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from fastapi.security import HTTPBearer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 from pydantic.alias_generators import to_camel
 
 from ksef_sim.domain import latarnia
@@ -33,20 +37,42 @@ from ksef_sim.state import Faults, Sim, get_sim
 from ksef_sim.store import Record
 
 
-def _problem(status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
+def _problem(
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _is_operator(request: Request) -> bool:
+    expected: SecretStr | None = getattr(request.app.state, "operator_token", None)
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if expected is None or scheme.lower() != "bearer" or not given:
+        return False  # no token set up (lifespan not run): closed, not open
+    return hmac.compare_digest(given.strip().encode(), expected.get_secret_value().encode())
 
 
 class _OperatorRoute(APIRoute):
-    """Turns request-validation failures into 422 problem documents before the app-wide KSeF handler (21405)."""
+    """Checks the operator token before anything of the request is read, and turns request-validation failures into
+    422 problem documents before the app-wide KSeF handler (21405)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
+            if not _is_operator(request):
+                return _problem(
+                    401,
+                    "Operator token required",
+                    "The simulator's operator API wants 'Authorization: Bearer <operator token>'.",
+                    headers={"WWW-Authenticate": 'Bearer realm="ksef-sim operator"'},
+                )
             try:
                 return await handler(request)
             except RequestValidationError as exc:
@@ -65,7 +91,16 @@ class _OperatorRoute(APIRoute):
         return route
 
 
-router = APIRouter(tags=["Simulator operator"], route_class=_OperatorRoute)
+# Declared for the OpenAPI document (the "Authorize" button of /docs); the check itself is ``_is_operator``.
+_operator_bearer = HTTPBearer(
+    auto_error=False, scheme_name="SimOperatorToken", description="The simulator's operator token."
+)
+router = APIRouter(
+    tags=["Simulator operator"],
+    route_class=_OperatorRoute,
+    dependencies=[Security(_operator_bearer)],
+    responses={401: {"description": "No or wrong operator token (RFC 7807 problem document)"}},
+)
 
 _UNPROCESSABLE: dict[int | str, dict[str, Any]] = {422: {"description": "Invalid input (RFC 7807 problem document)"}}
 

@@ -7,9 +7,10 @@ malformed on its face is a synchronous 400 21405, as on the real service. Rules 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Generic, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
@@ -418,75 +419,89 @@ def _details(grant: PermissionGrant, *keys: str) -> dict[str, Any]:
 
 
 # -- grants -------------------------------------------------------------------------------------------------------
+# Every grant endpoint runs the same steps: the caller's permission, the request's own 21405 checks, then an
+# accepted operation that checks the relation between the identifiers and stores one grant per scope. What differs
+# is a row of ``GRANT_ROUTES``: the request model, the grant kind and how a valid request becomes a ``GrantPlan``.
 
 
-@router.post("/permissions/persons/grants", status_code=202)
-async def grant_persons(body: PersonGrantIn, request: Request, caller: CallerDep) -> dict[str, str]:
-    caller.require_any("CredentialsManage")
-    sim = get_sim(request)
+Admit = Callable[[Sim, Caller], None]
+
+
+def _admit_any(_sim: Sim, _caller: Caller) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class GrantPlan:
+    """What a request that passed its own checks grants: ``scopes`` to ``authorized``, once ``admit`` lets it
+    (raising ``OperationRejected`` when the caller's context may not grant it: the operation's final status)."""
+
+    authorized: Ident
+    scopes: Sequence[str]
+    admit: Admit = _admit_any
+    context: Ident | None = None  # where the grants apply; the caller's context unless named
+    fields: Mapping[str, Any] = field(default_factory=dict)  # PermissionGrant fields every grant shares
+    per_scope: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class GrantRoute(Generic[B]):
+    name: str  # the endpoint's name: the operationId and summary of the OpenAPI document derive from it
+    path: str
+    body: type[B]
+    kind: GrantKind
+    permission: str  # what the caller must hold in its context
+    plan: Callable[[B], GrantPlan]
+
+
+def _plan_persons(body: PersonGrantIn) -> GrantPlan:
     _check_identifier(body.subjectIdentifier.type, body.subjectIdentifier.value, "subjectIdentifier")
     _unique(body.permissions, "permissions")
     details = _person_details(body.subjectDetails)
-    authorized = Ident.normalized(body.subjectIdentifier.type, body.subjectIdentifier.value)
 
-    def apply(ref: str) -> None:
+    def admit(sim: Sim, caller: Caller) -> None:
         if "EnforcementOperations" in body.permissions and not may_grant_enforcement(sim.store, caller.context):
             raise OperationRejected(
                 430, "Uprawnienie EnforcementOperations wymaga roli EnforcementAuthority lub CourtBailiff kontekstu."
             )
-        for scope in body.permissions:
-            _grant(
-                sim,
-                caller,
-                kind=GrantKind.PERSON,
-                scope=scope,
-                authorized=authorized,
-                description=body.description,
-                subject_details=details,
-                operation_reference=ref,
-            )
 
-    return _operation(sim, caller, apply)
+    return GrantPlan(
+        authorized=Ident.normalized(body.subjectIdentifier.type, body.subjectIdentifier.value),
+        scopes=body.permissions,
+        admit=admit,
+        fields={"subject_details": details},
+    )
 
 
-@router.post("/permissions/entities/grants", status_code=202)
-async def grant_entities(body: EntityGrantIn, request: Request, caller: CallerDep) -> dict[str, str]:
-    caller.require_any("CredentialsManage")
-    sim = get_sim(request)
+def _plan_entities(body: EntityGrantIn) -> GrantPlan:
     _check_identifier("Nip", body.subjectIdentifier.value, "subjectIdentifier")
     _unique([p.type for p in body.permissions], "permissions")
     office = Ident(type="Nip", value=body.subjectIdentifier.value)
 
-    def apply(ref: str) -> None:
+    def admit(_sim: Sim, caller: Caller) -> None:
         if caller.context.type not in {"Nip", "InternalId"}:
             raise OperationRejected(430, "Uprawnienia do obsługi faktur nadaje podmiot identyfikowany NIP.")
         if office.same(caller.context):
             raise OperationRejected(450, "Nie można nadać uprawnień podmiotowi kontekstu.")
-        for permission in body.permissions:
-            _grant(
-                sim,
-                caller,
-                kind=GrantKind.ENTITY,
-                scope=permission.type,
-                authorized=office,
-                description=body.description,
-                can_delegate=bool(permission.canDelegate),
-                subject_details=_entity_details(body.subjectDetails),
-                operation_reference=ref,
-            )
 
-    return _operation(sim, caller, apply)
+    return GrantPlan(
+        authorized=office,
+        scopes=[p.type for p in body.permissions],
+        admit=admit,
+        fields={"subject_details": _entity_details(body.subjectDetails)},
+        per_scope={p.type: {"can_delegate": bool(p.canDelegate)} for p in body.permissions},
+    )
 
 
-@router.post("/permissions/authorizations/grants", status_code=202)
-async def grant_authorizations(body: AuthorizationGrantIn, request: Request, caller: CallerDep) -> dict[str, str]:
-    caller.require_any("CredentialsManage")
-    sim = get_sim(request)
+def _plan_authorizations(body: AuthorizationGrantIn) -> GrantPlan:
     subject = body.subjectIdentifier
     _check_identifier(subject.type, subject.value, "subjectIdentifier")
     authorized = Ident(type=subject.type, value=subject.value)
 
-    def apply(ref: str) -> None:
+    def admit(_sim: Sim, caller: Caller) -> None:
         if caller.context.type != "Nip":
             raise OperationRejected(430, "Uprawnienia podmiotowe nadaje podmiot identyfikowany NIP.")
         # PEF invoicing is granted to a Peppol provider; the other authorisations to an entity with a NIP.
@@ -496,24 +511,16 @@ async def grant_authorizations(body: AuthorizationGrantIn, request: Request, cal
             )
         if authorized.same(caller.context):
             raise OperationRejected(450, "Nie można nadać uprawnień podmiotowi kontekstu.")
-        _grant(
-            sim,
-            caller,
-            kind=GrantKind.AUTHORIZATION,
-            scope=body.permission,
-            authorized=authorized,
-            description=body.description,
-            subject_details=_entity_details(body.subjectDetails),
-            operation_reference=ref,
-        )
 
-    return _operation(sim, caller, apply)
+    return GrantPlan(
+        authorized=authorized,
+        scopes=[body.permission],
+        admit=admit,
+        fields={"subject_details": _entity_details(body.subjectDetails)},
+    )
 
 
-@router.post("/permissions/indirect/grants", status_code=202)
-async def grant_indirect(body: IndirectGrantIn, request: Request, caller: CallerDep) -> dict[str, str]:
-    caller.require_any("CredentialsManage")
-    sim = get_sim(request)
+def _plan_indirect(body: IndirectGrantIn) -> GrantPlan:
     _check_identifier(body.subjectIdentifier.type, body.subjectIdentifier.value, "subjectIdentifier")
     _unique(body.permissions, "permissions")
     target_in = body.targetIdentifier
@@ -525,9 +532,8 @@ async def grant_indirect(body: IndirectGrantIn, request: Request, caller: Caller
             _check_identifier(target_in.type, target_in.value, "targetIdentifier")
             target = Ident(type=target_in.type, value=target_in.value)
     details = _person_details(body.subjectDetails)
-    authorized = Ident.normalized(body.subjectIdentifier.type, body.subjectIdentifier.value)
 
-    def apply(ref: str) -> None:
+    def admit(sim: Sim, caller: Caller) -> None:
         if caller.context.type != "Nip":
             raise OperationRejected(430, "Uprawnienia pośrednie nadaje pośrednik identyfikowany NIP.")
         office = caller.context.value
@@ -542,113 +548,170 @@ async def grant_indirect(body: IndirectGrantIn, request: Request, caller: Caller
             for g in active_grants(sim.store)
         ):
             raise OperationRejected(430, "Podmiot kontekstu nie otrzymał uprawnień z prawem do dalszego przekazywania.")
-        for scope in body.permissions:
-            _grant(
-                sim,
-                caller,
-                kind=GrantKind.INDIRECT,
-                scope=scope,
-                authorized=authorized,
-                description=body.description,
-                target=target,
-                subject_details=details,
-                operation_reference=ref,
-            )
 
-    return _operation(sim, caller, apply)
+    return GrantPlan(
+        authorized=Ident.normalized(body.subjectIdentifier.type, body.subjectIdentifier.value),
+        scopes=body.permissions,
+        admit=admit,
+        fields={"target": target, "subject_details": details},
+    )
 
 
-@router.post("/permissions/subunits/grants", status_code=202)
-async def grant_subunits(body: SubunitGrantIn, request: Request, caller: CallerDep) -> dict[str, str]:
-    caller.require_any("SubunitManage")
-    sim = get_sim(request)
+def _plan_subunits(body: SubunitGrantIn) -> GrantPlan:
     _check_identifier(body.subjectIdentifier.type, body.subjectIdentifier.value, "subjectIdentifier")
     unit = body.contextIdentifier
     _check_identifier(unit.type, unit.value, "contextIdentifier")
     if unit.type == "InternalId" and not internal_id_checksum_ok(unit.value):
         raise KsefError(21405, "contextIdentifier: nieprawidłowa cyfra kontrolna identyfikatora wewnętrznego.")
     details = _person_details(body.subjectDetails)
-    authorized = Ident.normalized(body.subjectIdentifier.type, body.subjectIdentifier.value)
 
-    def apply(ref: str) -> None:
+    def admit(sim: Sim, caller: Caller) -> None:
         if caller.context.type != "Nip":
             raise OperationRejected(430, "Jednostki podrzędne tworzy podmiot identyfikowany NIP.")
         if unit.type == "InternalId" and not unit.value.startswith(f"{caller.context.value}-"):
             raise OperationRejected(410, "Identyfikator wewnętrzny nie należy do podmiotu kontekstu.")
         if unit.type == "Nip" and not is_parent_of(sim.store, caller.context.value, unit.value):
             raise OperationRejected(440, "Wskazany NIP nie jest podmiotem podrzędnym podmiotu kontekstu.")
-        _grant(
-            sim,
-            caller,
-            kind=GrantKind.SUBUNIT,
-            scope="CredentialsManage",
-            authorized=authorized,
-            description=body.description,
-            context=Ident(type=unit.type, value=unit.value),
-            subunit_name=body.subunitName,
-            subject_details=details,
-            operation_reference=ref,
-        )
 
-    return _operation(sim, caller, apply)
+    return GrantPlan(
+        authorized=Ident.normalized(body.subjectIdentifier.type, body.subjectIdentifier.value),
+        scopes=["CredentialsManage"],
+        admit=admit,
+        context=Ident(type=unit.type, value=unit.value),
+        fields={"subunit_name": body.subunitName, "subject_details": details},
+    )
 
 
-@router.post("/permissions/eu-entities/administration/grants", status_code=202)
-async def grant_eu_admin(body: EuAdminGrantIn, request: Request, caller: CallerDep) -> dict[str, str]:
-    caller.require_any("CredentialsManage")
-    sim = get_sim(request)
+def _plan_eu_admin(body: EuAdminGrantIn) -> GrantPlan:
     _check_identifier("Fingerprint", body.subjectIdentifier.value, "subjectIdentifier")
     _check_identifier("NipVatUe", body.contextIdentifier.value, "contextIdentifier")
     details = _person_details(body.subjectDetails)
-    authorized = Ident(type="Fingerprint", value=body.subjectIdentifier.value.upper())
-    eu_context = Ident(type="NipVatUe", value=body.contextIdentifier.value)
 
-    def apply(ref: str) -> None:
+    def admit(_sim: Sim, caller: Caller) -> None:
         if caller.context.type != "Nip" or not body.contextIdentifier.value.startswith(f"{caller.context.value}-"):
             raise OperationRejected(410, "Pierwszy człon kontekstu złożonego musi być NIP-em podmiotu kontekstu.")
-        for scope in EU_ADMIN_PERMISSIONS:
-            _grant(
-                sim,
-                caller,
-                kind=GrantKind.EU_ADMIN,
-                scope=scope,
-                authorized=authorized,
-                description=body.description,
-                context=eu_context,
-                subject_details=details,
-                eu_entity_name=body.euEntityName,
-                eu_entity_details=body.euEntityDetails.model_dump(),
-                operation_reference=ref,
-            )
 
-    return _operation(sim, caller, apply)
+    return GrantPlan(
+        authorized=Ident(type="Fingerprint", value=body.subjectIdentifier.value.upper()),
+        scopes=EU_ADMIN_PERMISSIONS,
+        admit=admit,
+        context=Ident(type="NipVatUe", value=body.contextIdentifier.value),
+        fields={
+            "subject_details": details,
+            "eu_entity_name": body.euEntityName,
+            "eu_entity_details": body.euEntityDetails.model_dump(),
+        },
+    )
 
 
-@router.post("/permissions/eu-entities/grants", status_code=202)
-async def grant_eu(body: EuGrantIn, request: Request, caller: CallerDep) -> dict[str, str]:
-    caller.require_any("VatUeManage")
-    sim = get_sim(request)
+def _plan_eu(body: EuGrantIn) -> GrantPlan:
     _check_identifier("Fingerprint", body.subjectIdentifier.value, "subjectIdentifier")
     _unique(body.permissions, "permissions")
     details = _person_details(body.subjectDetails)
-    authorized = Ident(type="Fingerprint", value=body.subjectIdentifier.value.upper())
 
-    def apply(ref: str) -> None:
+    def admit(_sim: Sim, caller: Caller) -> None:
         if caller.context.type != "NipVatUe":
             raise OperationRejected(430, "Reprezentantów podmiotu unijnego uprawnia się w kontekście złożonym.")
-        for scope in body.permissions:
-            _grant(
-                sim,
-                caller,
-                kind=GrantKind.EU_REPRESENTATIVE,
-                scope=scope,
-                authorized=authorized,
-                description=body.description,
-                subject_details=details,
-                operation_reference=ref,
-            )
 
-    return _operation(sim, caller, apply)
+    return GrantPlan(
+        authorized=Ident(type="Fingerprint", value=body.subjectIdentifier.value.upper()),
+        scopes=body.permissions,
+        admit=admit,
+        fields={"subject_details": details},
+    )
+
+
+GRANT_ROUTES: tuple[GrantRoute[Any], ...] = (
+    GrantRoute(
+        "grant_persons",
+        "/permissions/persons/grants",
+        PersonGrantIn,
+        GrantKind.PERSON,
+        "CredentialsManage",
+        _plan_persons,
+    ),
+    GrantRoute(
+        "grant_entities",
+        "/permissions/entities/grants",
+        EntityGrantIn,
+        GrantKind.ENTITY,
+        "CredentialsManage",
+        _plan_entities,
+    ),
+    GrantRoute(
+        "grant_authorizations",
+        "/permissions/authorizations/grants",
+        AuthorizationGrantIn,
+        GrantKind.AUTHORIZATION,
+        "CredentialsManage",
+        _plan_authorizations,
+    ),
+    GrantRoute(
+        "grant_indirect",
+        "/permissions/indirect/grants",
+        IndirectGrantIn,
+        GrantKind.INDIRECT,
+        "CredentialsManage",
+        _plan_indirect,
+    ),
+    GrantRoute(
+        "grant_subunits",
+        "/permissions/subunits/grants",
+        SubunitGrantIn,
+        GrantKind.SUBUNIT,
+        "SubunitManage",
+        _plan_subunits,
+    ),
+    GrantRoute(
+        "grant_eu_admin",
+        "/permissions/eu-entities/administration/grants",
+        EuAdminGrantIn,
+        GrantKind.EU_ADMIN,
+        "CredentialsManage",
+        _plan_eu_admin,
+    ),
+    GrantRoute(
+        "grant_eu",
+        "/permissions/eu-entities/grants",
+        EuGrantIn,
+        GrantKind.EU_REPRESENTATIVE,
+        "VatUeManage",
+        _plan_eu,
+    ),
+)
+
+
+def _grant_endpoint(route: GrantRoute[Any]) -> Callable[..., Coroutine[Any, Any, dict[str, str]]]:
+    async def endpoint(body: Any, request: Request, caller: CallerDep) -> dict[str, str]:
+        caller.require_any(route.permission)
+        sim = get_sim(request)
+        plan = route.plan(body)
+
+        def apply(ref: str) -> None:
+            plan.admit(sim, caller)
+            for scope in plan.scopes:
+                _grant(
+                    sim,
+                    caller,
+                    kind=route.kind,
+                    scope=scope,
+                    authorized=plan.authorized,
+                    description=body.description,
+                    context=plan.context,
+                    operation_reference=ref,
+                    **plan.fields,
+                    **plan.per_scope.get(scope, {}),
+                )
+
+        return _operation(sim, caller, apply)
+
+    # FastAPI reads the body's model from the signature: each route's own, as if written out by hand.
+    endpoint.__annotations__ = {**endpoint.__annotations__, "body": route.body}
+    return endpoint
+
+
+for _route in GRANT_ROUTES:
+    router.add_api_route(_route.path, _grant_endpoint(_route), methods=["POST"], status_code=202, name=_route.name)
 
 
 # -- revokes ------------------------------------------------------------------------------------------------------
