@@ -354,7 +354,8 @@ def _gateway_settings(api_url: str, data_dir: Path, budget_mode: str, master_key
             "vault": {"master_keys": {"bench": master_key}},
             "budget": {"mode": budget_mode},
             "telemetry": {"log_level": "WARNING"},
-            "sync": {"enabled": sync, "tick_interval_s": 0.2, "export_poll_interval_s": 0.05, "max_concurrency": 8},
+            # The gateway's own sync defaults (polling, scheduling, concurrency): the product as shipped.
+            "sync": {"enabled": sync},
         }
     )
 

@@ -188,13 +188,32 @@ class SyncSettings(BaseModel):
         default=7200.0, ge=0, description="A checkpoint older than this is always synced by export."
     )
     default_month_close_day: int = Field(default=20, ge=1, le=31)
-    tick_interval_s: float = Field(default=5.0, gt=0, description="How often the scheduler looks for due clients.")
-    max_concurrency: int = Field(default=8, ge=1, description="Subjects synced at once by this replica.")
+    tick_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest the scheduler sleeps between looks for due work. Not what starts runs: a new credential "
+        "and `fetch now` wake it at once, and it sleeps only until the next known due time; this fallback notices "
+        "what no event announces (contexts handed over by another replica, lease balancing).",
+    )
+    max_concurrency: int = Field(
+        default=64,
+        ge=1,
+        description="Subjects synced at once by this replica (across contexts; one run per subject at a time). Not "
+        "the throttle: KSeF calls are paced by the rate budget (per-context windows, `budget.max_in_flight` calls "
+        "per environment, round-robin across contexts, `budget_max_wait_s`) and database work by its pool "
+        "(`db.pool_size` + `db.max_overflow`; no connection is held while a run waits for KSeF or parses). What "
+        "it bounds is memory: a run holds one window's package (an export of up to 10 000 invoices) at a time.",
+    )
     budget_max_wait_s: float = Field(
         default=5.0, ge=0, description="Longest a sync waits for a rate-limit slot before moving to another client."
     )
-    export_poll_interval_s: float = Field(default=2.0, gt=0)
-    export_poll_max_interval_s: float = Field(default=15.0, gt=0)
+    export_poll_interval_s: float = Field(
+        default=0.05,
+        gt=0,
+        description="First wait before asking again about an export at status 100; it doubles per poll up to "
+        "`export_poll_max_interval_s`. A `Retry-After` on the status answer (or its 429) replaces it.",
+    )
+    export_poll_max_interval_s: float = Field(default=15.0, gt=0, description="Cap of the export status waits.")
     export_stuck_after_s: float = Field(
         default=1800.0,
         gt=0,

@@ -71,7 +71,11 @@ class Gateway:
         # Purchase sync: the engine stores invoices with their invoice.fetched events; the scheduler runs it for the
         # vault's clients whose context this replica leases.
         self.sync_engine = SyncEngine(
-            runtime.db.sessionmaker, runtime.outbox, GatewayKsef(self.sessions), self.settings.sync
+            runtime.db.sessionmaker,
+            runtime.outbox,
+            GatewayKsef(self.sessions),
+            self.settings.sync,
+            tracer=runtime.telemetry.tracer("ksef_hub.ksef-gateway.sync"),
         )
         self.sync = SyncScheduler(self.sync_engine, LeasedVaultTargets(self.vault, self.leases), self.settings.sync)
         self.vault.on_credential_changed(self.sync.credential_changed)

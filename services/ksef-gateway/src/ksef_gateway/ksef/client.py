@@ -26,7 +26,7 @@ import random
 import tarfile
 import time
 import zipfile
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -705,21 +705,27 @@ class KsefClient:
             package=export_package(package) if isinstance(package, dict) else None,
             completed_date=body.get("completedDate"),
             package_expiration_date=body.get("packageExpirationDate"),
+            retry_after_s=retry_after_seconds(response.headers.get("retry-after")),
         )
 
     async def download_export_package(
         self, handle: ExportHandle, status: ExportStatus, *, priority: float = 0.0, max_wait_s: float | None = None
     ) -> ExportedPackage:
         """Every part from its pre-signed link (no token, not rate-limited), hashes checked before and after
-        decryption, parts concatenated and unpacked; each invoice's hash checked against ``_metadata.json``.
+        decryption, parts concatenated and unpacked; each invoice's hash checked against ``_metadata.json``
+        (``download_export_parts`` then ``open_export_package``)."""
+        parts = await self.download_export_parts(handle, status, priority=priority, max_wait_s=max_wait_s)
+        return open_export_package(handle, status, parts)
 
-        A part whose hash differs makes the whole package unusable (``KsefPackageError``). One invoice whose bytes
-        differ from its ``invoiceHash`` is only reported in ``mismatched``: the other invoices of the window are
-        fine, and the caller rejects just that one (and fetches it again later) instead of the whole window."""
+    async def download_export_parts(
+        self, handle: ExportHandle, status: ExportStatus, *, priority: float = 0.0, max_wait_s: float | None = None
+    ) -> list[bytes]:
+        """The package's encrypted parts in order, each checked against its ``encryptedPartHash``; opening them is
+        CPU work of its own (``open_export_package``), which a caller may run off the event loop."""
         package = status.package
         if package is None:
             raise KsefPackageError(f"export {handle.reference_number} has no package (status {status.code})")
-        archive = bytearray()
+        parts = []
         for part in package.parts:
             response = await self._call(
                 "invoices.export_part",
@@ -738,32 +744,8 @@ class KsefClient:
                 raise KsefPackageError(
                     f"part {part.ordinal_number} of {handle.reference_number}: encrypted hash differs"
                 )
-            try:
-                plain = handle.key.decrypt(encrypted)
-            except CryptoError as exc:
-                raise KsefPackageError(f"part {part.ordinal_number} of {handle.reference_number}: {exc}") from None
-            if part.part_hash and sha256_b64(plain) != part.part_hash:
-                raise KsefPackageError(f"part {part.ordinal_number} of {handle.reference_number}: hash differs")
-            archive.extend(plain)
-        files = _unpack(bytes(archive), package.compression_type)
-        metadata: list[dict[str, Any]] = []
-        if METADATA_FILE in files:
-            metadata = list(json.loads(files.pop(METADATA_FILE)).get("invoices") or [])
-        invoices = [(name.removesuffix(".xml"), data) for name, data in sorted(files.items()) if name.endswith(".xml")]
-        expected = {str(m.get("ksefNumber")): m.get("invoiceHash") for m in metadata}
-        mismatched = tuple(
-            ksef_number
-            for ksef_number, xml in invoices
-            if (wanted := expected.get(ksef_number)) and sha256_b64(xml) != wanted
-        )
-        if mismatched:
-            log.warning(
-                "export %s: %d invoice(s) do not match their invoiceHash: %s",
-                handle.reference_number,
-                len(mismatched),
-                ", ".join(mismatched[:5]),
-            )
-        return ExportedPackage(invoices, metadata, mismatched)
+            parts.append(encrypted)
+        return parts
 
     # --- online sessions (§4) ---------------------------------------------------------------------------------
 
@@ -840,6 +822,48 @@ class KsefClient:
             invoice_count=int(count) if count is not None else None,
             raw=body,
         )
+
+
+def open_export_package(handle: ExportHandle, status: ExportStatus, parts: Sequence[bytes]) -> ExportedPackage:
+    """Decrypt the parts (``download_export_parts``), check each against its ``partHash``, concatenate and unpack
+    them; each invoice's hash is checked against ``_metadata.json``. CPU only, no I/O.
+
+    A part whose hash differs makes the whole package unusable (``KsefPackageError``). One invoice whose bytes
+    differ from its ``invoiceHash`` is only reported in ``mismatched``: the other invoices of the window are
+    fine, and the caller rejects just that one (and fetches it again later) instead of the whole window."""
+    package = status.package
+    if package is None:
+        raise KsefPackageError(f"export {handle.reference_number} has no package (status {status.code})")
+    if len(parts) != len(package.parts):
+        raise KsefPackageError(f"export {handle.reference_number}: {len(parts)} of {len(package.parts)} parts")
+    archive = bytearray()
+    for part, encrypted in zip(package.parts, parts, strict=True):
+        try:
+            plain = handle.key.decrypt(encrypted)
+        except CryptoError as exc:
+            raise KsefPackageError(f"part {part.ordinal_number} of {handle.reference_number}: {exc}") from None
+        if part.part_hash and sha256_b64(plain) != part.part_hash:
+            raise KsefPackageError(f"part {part.ordinal_number} of {handle.reference_number}: hash differs")
+        archive.extend(plain)
+    files = _unpack(bytes(archive), package.compression_type)
+    metadata: list[dict[str, Any]] = []
+    if METADATA_FILE in files:
+        metadata = list(json.loads(files.pop(METADATA_FILE)).get("invoices") or [])
+    invoices = [(name.removesuffix(".xml"), data) for name, data in sorted(files.items()) if name.endswith(".xml")]
+    expected = {str(m.get("ksefNumber")): m.get("invoiceHash") for m in metadata}
+    mismatched = tuple(
+        ksef_number
+        for ksef_number, xml in invoices
+        if (wanted := expected.get(ksef_number)) and sha256_b64(xml) != wanted
+    )
+    if mismatched:
+        log.warning(
+            "export %s: %d invoice(s) do not match their invoiceHash: %s",
+            handle.reference_number,
+            len(mismatched),
+            ", ".join(mismatched[:5]),
+        )
+    return ExportedPackage(invoices, metadata, mismatched)
 
 
 def _reference_numbers(response: httpx.Response) -> list[str]:

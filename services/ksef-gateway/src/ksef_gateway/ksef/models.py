@@ -142,6 +142,8 @@ class ExportStatus:
     package: ExportPackage | None
     completed_date: str | None = None
     package_expiration_date: str | None = None
+    # The status answer's ``Retry-After`` (seconds), when KSeF says how long to wait before asking again.
+    retry_after_s: float | None = None
 
     @property
     def running(self) -> bool:

@@ -199,6 +199,21 @@ def earliest_fetch_now(now: datetime, last_poll: datetime | None, policy: SyncPo
     return max(now, last_poll + policy.min_poll_interval)
 
 
+def export_poll_delay(
+    polls: int, *, first_s: float, max_s: float, left_s: float, retry_after_s: float | None = None
+) -> float:
+    """Seconds to wait after the ``polls``-th status answer (1-based) of an export still at 100.
+
+    A small export is ready in well under a second, so the first waits are short and double from there (a big one
+    takes minutes, and asking every ``max_s`` then costs little of the status budget: 60 a minute per context, of
+    which doubling from 50 ms spends about a dozen in the first minute). When KSeF says when to
+    ask again (``Retry-After``) that wins, even past ``max_s``. Never past the watchdog (``left_s``: time until it
+    abandons the export), so the last look at the status happens when the watchdog is due.
+    """
+    delay = retry_after_s if retry_after_s is not None else min(max_s, first_s * 2 ** min(max(polls - 1, 0), 30))
+    return max(0.0, min(delay, left_s))
+
+
 # --- month-close priority --------------------------------------------------------------------------------------------
 
 

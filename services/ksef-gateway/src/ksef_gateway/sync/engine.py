@@ -27,11 +27,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode, Tracer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ksef_gateway.budget.service import BudgetUnavailable
+from ksef_gateway.ksef.client import open_export_package
 from ksef_gateway.ksef.crypto import SymmetricKey
-from ksef_gateway.ksef.errors import KsefError
+from ksef_gateway.ksef.errors import KsefError, KsefRateLimited
 from ksef_gateway.ksef.models import ExportHandle, ExportStatus
 from ksef_gateway.purchases import service as purchases
 from ksef_gateway.sessions.service import ContextNotOwned, NoCredential
@@ -44,6 +47,7 @@ from ksef_gateway.sync.domain import (
     FROM_AFTER_HWM,
     METADATA_PAGE_SIZE,
     TOO_MANY_EXPORTS,
+    Checked,
     DueSubject,
     Fetched,
     Method,
@@ -55,6 +59,7 @@ from ksef_gateway.sync.domain import (
     check_invoices,
     choose_method,
     dedupe,
+    export_poll_delay,
     has_more,
     initial_checkpoint,
     metadata_is_small,
@@ -108,6 +113,16 @@ class RunReport:
     windows: int = 0
     error: str | None = None
     caught_up: bool = False
+    # When the subject is due again (the scheduler sleeps until the earliest of these, not a fixed tick).
+    next_run_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class DuePlan:
+    """What a scheduler tick found: the subjects due now, and when the next of the others falls due."""
+
+    due: list[DueSubject]
+    next_at: datetime | None
 
 
 class SyncEngine:
@@ -120,6 +135,7 @@ class SyncEngine:
         *,
         clock: Clock = utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        tracer: Tracer | None = None,
     ) -> None:
         self.sessions = sessionmaker
         self._outbox = outbox
@@ -127,6 +143,9 @@ class SyncEngine:
         self.settings = settings
         self._clock = clock
         self._sleep = sleep
+        # Phase spans (sync.run > sync.export.wait, sync.download, sync.decrypt, sync.parse, sync.store) beside the
+        # KSeF client's per-call spans: where a run's time goes. The runtime's tracer; a no-op one without it.
+        self._tracer: Tracer = tracer or trace.NoOpTracer()
         # Per client: the budget hints of its current run (both subject types of a client share them).
         self._hints: dict[str, BudgetHints] = {}
 
@@ -173,13 +192,18 @@ class SyncEngine:
     async def due(self, pairs: Sequence[tuple[str, SubjectType]], now: datetime) -> list[DueSubject]:
         """The (client, subject) pairs among ``pairs`` whose next run is due, each with its month-close day; pairs
         seen for the first time get a state row and are due at once."""
+        return (await self.plan(pairs, now)).due
+
+    async def plan(self, pairs: Sequence[tuple[str, SubjectType]], now: datetime) -> DuePlan:
+        """``due(pairs, now)``, and the earliest later ``next_run_at`` of these clients (``None``: none is set)."""
         wanted = set(pairs)
         nips = sorted({nip for nip, _ in pairs})
         async with self.sessions() as session, session.begin():
             await repository.ensure_states(session, pairs, now)
             clients = await repository.load_clients(session, nips)
             states = await repository.due_states(session, nips, now)
-        return [
+            next_at = await repository.next_run_after(session, nips, now)
+        due = [
             DueSubject(
                 state.client_nip,
                 state.subject_type,
@@ -189,12 +213,23 @@ class SyncEngine:
             for state in states
             if (state.client_nip, state.subject_type) in wanted
         ]
+        return DuePlan(due, next_at)
 
     # -- one run ----------------------------------------------------------------------------------------------------
 
     async def run(self, nip: str, subject: SubjectType) -> RunReport:
         """Catch one (client, subject) up with KSeF's HWM; never raises for KSeF or data problems (they are
         recorded in the sync state and the subject is rescheduled)."""
+        attributes = {"ksef.context_nip": nip, "sync.subject": subject.value}
+        with self._tracer.start_as_current_span("sync.run", attributes=attributes) as span:
+            report = await self._run(nip, subject)
+            span.set_attribute("sync.stored", report.stored)
+            span.set_attribute("sync.windows", report.windows)
+            if report.error is not None:
+                span.set_status(Status(StatusCode.ERROR, report.error[:200]))
+            return report
+
+    async def _run(self, nip: str, subject: SubjectType) -> RunReport:
         report = RunReport(nip, subject)
         started = self._clock()
         prefs = await self.preferences(nip)
@@ -211,27 +246,34 @@ class SyncEngine:
             await self._catch_up(state, policy, report)
         except (NoCredential, ContextNotOwned) as exc:
             # The vault or the lease changed under us; the scheduler stops offering this client if it stays so.
-            await self._reschedule(nip, subject, timedelta(seconds=self.settings.retry_base_s), str(exc))
+            report.next_run_at = await self._reschedule(
+                nip, subject, timedelta(seconds=self.settings.retry_base_s), str(exc)
+            )
             report.error = str(exc)
             return report
         except BudgetUnavailable as exc:
             # Not a failure of this client: the shared budget or KSeF itself is busy. Come back when a slot frees.
-            await self._reschedule(nip, subject, timedelta(seconds=max(exc.retry_after_s, 1.0)), str(exc))
+            report.next_run_at = await self._reschedule(
+                nip, subject, timedelta(seconds=max(exc.retry_after_s, 1.0)), str(exc)
+            )
             report.error = str(exc)
             return report
         except (KsefError, ExportAbandoned, NoProgress) as exc:
-            await self._failed(nip, subject, state.consecutive_failures + 1, str(exc))
+            report.next_run_at = await self._failed(nip, subject, state.consecutive_failures + 1, str(exc))
             report.error = str(exc)
             return report
         except Exception as exc:
             log.exception("purchase sync of %s %s failed", nip, subject.value)
-            await self._failed(nip, subject, state.consecutive_failures + 1, f"internal error: {type(exc).__name__}")
+            report.next_run_at = await self._failed(
+                nip, subject, state.consecutive_failures + 1, f"internal error: {type(exc).__name__}"
+            )
             report.error = f"internal error: {type(exc).__name__}"
             return report
         finished = self._clock()
         async with self.sessions() as session, session.begin():
+            report.next_run_at = finished + policy.min_poll_interval
             values: dict[str, Any] = {
-                "next_run_at": finished + policy.min_poll_interval,
+                "next_run_at": report.next_run_at,
                 "consecutive_failures": 0,
                 "last_delta": report.stored,
             }
@@ -269,7 +311,9 @@ class SyncEngine:
             if handle is None:
                 await self._forget_export(nip, subject, "its key was not kept")
             else:
-                outcome = await self._finish_export(nip, subject, window, handle, started_at, report)
+                with self._tracer.start_as_current_span("sync.export.wait", attributes={"sync.resumed": True}):
+                    status = await self._await_export(nip, subject, handle.reference_number, started_at)
+                outcome = await self._finish_export(nip, subject, window, handle, status, report)
                 if outcome is None:
                     return
                 checkpoint, more = outcome
@@ -318,13 +362,15 @@ class SyncEngine:
             already = await purchases.known_numbers(session, nip, numbers)
         by_number = {str(m["ksefNumber"]): m for m in page.invoices}
         fetched = []
-        for number in dedupe(numbers, already):
-            xml, header_hash = await self._ksef.download_invoice(nip, number, hints=self.hints(nip))
-            metadata = by_number[number]
-            if header_hash and header_hash != metadata.get("invoiceHash"):
-                # Both come from KSeF; trust the metadata, but a disagreement is worth a line in the log.
-                log.warning("x-ms-meta-hash of %s differs from its metadata invoiceHash", number)
-            fetched.append(Fetched(number, xml, metadata, "download"))
+        wanted = dedupe(numbers, already)
+        with self._tracer.start_as_current_span("sync.download", attributes={"sync.invoices": len(wanted)}):
+            for number in wanted:
+                xml, header_hash = await self._ksef.download_invoice(nip, number, hints=self.hints(nip))
+                metadata = by_number[number]
+                if header_hash and header_hash != metadata.get("invoiceHash"):
+                    # Both come from KSeF; trust the metadata, but a disagreement is worth a line in the log.
+                    log.warning("x-ms-meta-hash of %s differs from its metadata invoiceHash", number)
+                fetched.append(Fetched(number, xml, metadata, "download"))
         result = WindowResult(
             is_truncated=False,
             permanent_storage_hwm=parse_instant(page.permanent_storage_hwm_date),
@@ -337,6 +383,18 @@ class SyncEngine:
     async def _via_export(
         self, nip: str, subject: SubjectType, window: Window, report: RunReport
     ) -> tuple[datetime, bool] | None:
+        with self._tracer.start_as_current_span("sync.export.wait"):
+            started = await self._start_export(nip, subject, window)
+            if started is None:
+                return None
+            handle, started_at = started
+            status = await self._await_export(nip, subject, handle.reference_number, started_at)
+        return await self._finish_export(nip, subject, window, handle, status, report)
+
+    async def _start_export(
+        self, nip: str, subject: SubjectType, window: Window
+    ) -> tuple[ExportHandle, datetime] | None:
+        """Start the window's export and record it (a restart resumes it); ``None`` when nothing lies beyond the HWM."""
         try:
             handle = await self._ksef.start_export(nip, window.filters(subject), hints=self.hints(nip))
         except KsefError as exc:
@@ -362,7 +420,7 @@ class SyncEngine:
                 export_window_end=window.end,
                 export_key=handle.key.key + handle.key.iv,
             )
-        return await self._finish_export(nip, subject, window, handle, started_at, report)
+        return handle, started_at
 
     def _handle(self, state: repository.SyncState) -> ExportHandle | None:
         if state.export_reference is None or state.export_key is None or len(state.export_key) != 48:
@@ -384,17 +442,20 @@ class SyncEngine:
         subject: SubjectType,
         window: Window,
         handle: ExportHandle,
-        started_at: datetime,
+        status: ExportStatus,
         report: RunReport,
     ) -> tuple[datetime, bool] | None:
-        """Poll until the package is ready (watchdog included), download it and store its window. ``None`` when
-        KSeF says the range lies beyond the HWM (nothing new)."""
-        status = await self._await_export(nip, subject, handle.reference_number, started_at)
+        """Download the ready package (``status`` from ``_await_export``), open it and store its window. ``None``
+        when KSeF said the range lies beyond the HWM (nothing new)."""
         if status.code == EXPORT_BEYOND_HWM:
             await self._forget_export(nip, subject, "range beyond the HWM (nothing new yet)")
             return None
-        package = await self._ksef.download_export_package(nip, handle, status, hints=self.hints(nip))
         assert status.package is not None
+        with self._tracer.start_as_current_span("sync.download", attributes={"sync.parts": len(status.package.parts)}):
+            parts = await self._ksef.download_export_parts(nip, handle, status, hints=self.hints(nip))
+        # Decrypting and unpacking a big package is CPU work: off the event loop, like parsing below.
+        with self._tracer.start_as_current_span("sync.decrypt"):
+            package = await asyncio.to_thread(open_export_package, handle, status, parts)
         result = WindowResult(
             is_truncated=status.package.is_truncated,
             permanent_storage_hwm=parse_instant(status.package.permanent_storage_hwm_date),
@@ -405,25 +466,35 @@ class SyncEngine:
         return await self._store_window(nip, subject, window, result, fetched, report)
 
     async def _await_export(self, nip: str, subject: SubjectType, reference: str, started_at: datetime) -> ExportStatus:
-        interval = self.settings.export_poll_interval_s
         stuck_after = timedelta(seconds=self.settings.export_stuck_after_s)
+        polls = 0
         while True:
+            polls += 1
+            retry_after: float | None = None
             try:
                 status = await self._ksef.export_status(nip, reference, hints=self.hints(nip))
+            except KsefRateLimited as exc:
+                # The status window of this context is full: KSeF says when to ask again (the budget blocks the
+                # group until then too), and the export keeps running meanwhile, so this is not a failed run.
+                status = None
+                retry_after = exc.retry_after_s
             except KsefError as exc:
                 if exc.http_status == 410:  # status retention passed (7 days): the export is gone
                     await self._forget_export(nip, subject, "KSeF no longer knows it (410)")
                     raise ExportAbandoned(f"export {reference} is gone (410); the window is retried") from exc
                 raise
-            if status.code == EXPORT_DONE and status.package is not None:
-                return status
-            if status.code == EXPORT_BEYOND_HWM:
-                return status
-            if status.code != EXPORT_RUNNING:
-                await self._forget_export(nip, subject, f"status {status.code}")
-                raise ExportAbandoned(
-                    f"export {reference} ended with status {status.code} ({status.description}); the window is retried"
-                )
+            if status is not None:
+                if status.code == EXPORT_DONE and status.package is not None:
+                    return status
+                if status.code == EXPORT_BEYOND_HWM:
+                    return status
+                if status.code != EXPORT_RUNNING:
+                    await self._forget_export(nip, subject, f"status {status.code}")
+                    raise ExportAbandoned(
+                        f"export {reference} ended with status {status.code} ({status.description}); "
+                        "the window is retried"
+                    )
+                retry_after = status.retry_after_s
             waited = self._clock() - started_at
             if waited >= stuck_after:
                 await self._forget_export(nip, subject, f"stuck at status 100 for {waited.total_seconds():.0f} s")
@@ -431,8 +502,15 @@ class SyncEngine:
                     f"export {reference} stuck at status 100 for {waited.total_seconds():.0f} s "
                     f"(watchdog {stuck_after.total_seconds():.0f} s); abandoned, the window is retried"
                 )
-            await self._sleep(min(interval, max(0.0, (stuck_after - waited).total_seconds())) or interval)
-            interval = min(interval * 1.5, self.settings.export_poll_max_interval_s)
+            await self._sleep(
+                export_poll_delay(
+                    polls,
+                    first_s=self.settings.export_poll_interval_s,
+                    max_s=self.settings.export_poll_max_interval_s,
+                    left_s=(stuck_after - waited).total_seconds(),
+                    retry_after_s=retry_after,
+                )
+            )
 
     # -- storing a window -----------------------------------------------------------------------------------------
 
@@ -445,27 +523,50 @@ class SyncEngine:
         fetched: Sequence[Fetched],
         report: RunReport,
     ) -> tuple[datetime, bool]:
-        """Store the window's new invoices with their events and advance the checkpoint, all in one transaction."""
+        """Check and parse the window's new invoices, then store them with their events and advance the checkpoint,
+        all in one transaction."""
         now = self._clock()
         checkpoint = next_checkpoint(window, result)
+        trace_context = current_trace_context()  # the run's: each invoice.fetched event continues its trace
+        async with self.sessions() as session:
+            already = await purchases.known_numbers(session, nip, [f.ksef_number for f in fetched])
+        fresh = set(dedupe([f.ksef_number for f in fetched], already))
+        new_items = []
+        for item in fetched:
+            if item.ksef_number in fresh:
+                fresh.discard(item.ksef_number)  # a package listing a number twice stores it once
+                new_items.append(item)
+        # Hashing and parsing a big window is CPU work of a second or more: off the event loop, so the API and
+        # other clients' runs stay responsive (lxml releases the GIL while it parses), and before the transaction,
+        # so no pooled connection is held while it runs.
+        with self._tracer.start_as_current_span("sync.parse", attributes={"sync.invoices": len(new_items)}):
+            checked = await asyncio.to_thread(check_invoices, nip, subject, new_items, now, trace_context)
+        with self._tracer.start_as_current_span("sync.store", attributes={"sync.invoices": len(checked)}):
+            return await self._commit_window(nip, subject, window, result, checkpoint, checked, now, report)
+
+    async def _commit_window(
+        self,
+        nip: str,
+        subject: SubjectType,
+        window: Window,
+        result: WindowResult,
+        checkpoint: datetime,
+        checked: Sequence[Checked],
+        now: datetime,
+        report: RunReport,
+    ) -> tuple[datetime, bool]:
         hold_at: datetime | None = None
         stored: list[str] = []
         rows: list[dict[str, Any]] = []
         envelopes: list[Envelope] = []
-        trace = current_trace_context()
         async with self.sessions() as session, session.begin():
-            already = await purchases.known_numbers(session, nip, [f.ksef_number for f in fetched])
-            fresh = set(dedupe([f.ksef_number for f in fetched], already))
-            new_items = []
-            for item in fetched:
-                if item.ksef_number in fresh:
-                    fresh.discard(item.ksef_number)  # a package listing a number twice stores it once
-                    new_items.append(item)
-            # Hashing and parsing a big window is CPU work of a second or more: off the event loop, so the API and
-            # other clients' runs stay responsive (lxml releases the GIL while it parses).
-            checked = await asyncio.to_thread(check_invoices, nip, subject, new_items, now, trace)
+            # Checked again inside the transaction: another run of this client (another subject type) may have
+            # stored one of them since the read above, and the row must not be offered twice.
+            meanwhile = await purchases.known_numbers(session, nip, [c.item.ksef_number for c in checked])
             for outcome in checked:
                 item = outcome.item
+                if item.ksef_number in meanwhile:
+                    continue
                 if outcome.row is None or outcome.envelope is None:
                     reason, detail = outcome.problem or ("malformed", "unreadable")
                     rejection = await repository.record_rejection(
@@ -514,27 +615,30 @@ class SyncEngine:
 
     # -- bookkeeping ------------------------------------------------------------------------------------------
 
-    async def _reschedule(self, nip: str, subject: SubjectType, delay: timedelta, why: str) -> None:
+    async def _reschedule(self, nip: str, subject: SubjectType, delay: timedelta, why: str) -> datetime:
         now = self._clock()
         async with self.sessions() as session, session.begin():
             await repository.update_state(session, nip, subject, now, next_run_at=now + delay, last_error=why)
+        return now + delay
 
-    async def _failed(self, nip: str, subject: SubjectType, failures: int, error: str) -> None:
+    async def _failed(self, nip: str, subject: SubjectType, failures: int, error: str) -> datetime:
         now = self._clock()
         log.warning("purchase sync %s %s failed (%d in a row): %s", nip, subject.value, failures, error)
+        next_run_at = next_run_after_failure(
+            now,
+            failures,
+            base=timedelta(seconds=self.settings.retry_base_s),
+            cap=timedelta(seconds=self.settings.retry_max_s),
+        )
         async with self.sessions() as session, session.begin():
             await repository.update_state(
                 session,
                 nip,
                 subject,
                 now,
-                next_run_at=next_run_after_failure(
-                    now,
-                    failures,
-                    base=timedelta(seconds=self.settings.retry_base_s),
-                    cap=timedelta(seconds=self.settings.retry_max_s),
-                ),
+                next_run_at=next_run_at,
                 last_error=error[:2000],
                 last_error_at=now,
                 consecutive_failures=failures,
             )
+        return next_run_at

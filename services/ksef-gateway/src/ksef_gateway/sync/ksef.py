@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ksef_gateway.ksef.models import ExportedPackage, ExportHandle, ExportStatus, MetadataPage
+from ksef_gateway.ksef.models import ExportHandle, ExportStatus, MetadataPage
 from ksef_gateway.sessions.service import SessionManager
 
 
@@ -42,9 +42,11 @@ class SyncKsef(Protocol):
         self, nip: str, reference_number: str, *, hints: BudgetHints = NO_HINTS
     ) -> ExportStatus: ...
 
-    async def download_export_package(
+    async def download_export_parts(
         self, nip: str, handle: ExportHandle, status: ExportStatus, *, hints: BudgetHints = NO_HINTS
-    ) -> ExportedPackage: ...
+    ) -> list[bytes]:
+        """The package's encrypted parts; the engine opens them (``ksef.client.open_export_package``) itself."""
+        ...
 
 
 class GatewayKsef:
@@ -104,10 +106,8 @@ class GatewayKsef:
             max_wait_s=hints.max_wait_s,
         )
 
-    async def download_export_package(
+    async def download_export_parts(
         self, nip: str, handle: ExportHandle, status: ExportStatus, *, hints: BudgetHints = NO_HINTS
-    ) -> ExportedPackage:
+    ) -> list[bytes]:
         client = await self._sessions.client_for(nip, priority=hints.priority, max_wait_s=hints.max_wait_s)
-        return await client.download_export_package(
-            handle, status, priority=hints.priority, max_wait_s=hints.max_wait_s
-        )
+        return await client.download_export_parts(handle, status, priority=hints.priority, max_wait_s=hints.max_wait_s)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, tuple_, update
+from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ksef_gateway.db import sync_client, sync_rejection, sync_state
@@ -212,6 +212,20 @@ async def due_states(session: AsyncSession, nips: Sequence[str], now: datetime) 
         )
     ).all()
     return [_state(row) for row in rows]
+
+
+async def next_run_after(session: AsyncSession, nips: Sequence[str], now: datetime) -> datetime | None:
+    """The earliest ``next_run_at`` of these clients' subjects that is still ahead of ``now``."""
+    if not nips:
+        return None
+    found: datetime | None = (
+        await session.execute(
+            select(func.min(sync_state.c.next_run_at)).where(
+                sync_state.c.client_nip.in_(list(nips)), sync_state.c.next_run_at > now
+            )
+        )
+    ).scalar_one_or_none()
+    return found
 
 
 # --- rejections --------------------------------------------------------------------------------------------------

@@ -4,6 +4,11 @@
 vault knows (``Vault.active_contexts()``), nearest month-close deadline first, with bounded concurrency. When the
 rate-limit budget has no slot soon (``BudgetExhausted``) or KSeF's circuit is open (``CircuitOpen``) the run
 reschedules its subject and the worker moves on.
+
+Work starts on events, not on a polling tick: a new or replaced credential (``credential_changed``) and a "fetch
+now" (``wake``) look for due work at once. Between events the loop sleeps until the earliest ``next_run_at`` it knows
+of (a finished run reports its own), and at most ``tick_interval_s``: the fallback that notices what no event
+announces here (a context another replica handed over, a lease to balance, a row changed by another process).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from ksef_gateway.ownership.service import ContextLeases
@@ -49,6 +55,8 @@ class SyncScheduler:
         self._task: asyncio.Task[None] | None = None
         self._running: dict[tuple[str, SubjectType], asyncio.Task[RunReport]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        # The earliest later next_run_at the last tick saw (or a finished run reported): when the loop wakes next.
+        self._next_due: datetime | None = None
         if isinstance(source, LeasedVaultTargets):
             source.is_busy = self.is_busy  # a context is handed to another replica only between its runs
 
@@ -87,6 +95,8 @@ class SyncScheduler:
 
     async def _loop(self) -> None:
         while True:
+            # Cleared before the tick: a wake-up that arrives while it runs makes the next wait return at once.
+            self._wake.clear()
             try:
                 await self.tick()
             except asyncio.CancelledError:
@@ -94,17 +104,35 @@ class SyncScheduler:
             except Exception:
                 log.exception("purchase sync scheduler tick failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.tick_interval_s)
-            self._wake.clear()
+                await asyncio.wait_for(self._wake.wait(), self.sleep_s())
+
+    def sleep_s(self) -> float:
+        """How long the loop waits for a wake-up: until the next known due time, at most ``tick_interval_s``."""
+        fallback = self.settings.tick_interval_s
+        if self._next_due is None:
+            return fallback
+        return max(0.0, min(fallback, (self._next_due - self._clock()).total_seconds()))
+
+    def _due_at(self, when: datetime | None) -> None:
+        if when is not None and (self._next_due is None or when < self._next_due):
+            self._next_due = when
+            self.wake()  # the loop may be sleeping towards a later moment: let it recompute
 
     async def tick(self) -> list[asyncio.Task[RunReport]]:
         """Start every due subject that is not running yet; returns the tasks started (tests may await them)."""
         now = self._clock()
         targets = await self._source.targets()
+        # What finished runs reported while this tick ran stays (it is in the database too, but maybe after the
+        # plan's read); what has passed is done. Not reset before the awaits above: a run finishing meanwhile would
+        # find nothing planned, wake the loop and make every tick of a busy replica follow the previous one at once.
+        kept = self._next_due if self._next_due is not None and self._next_due > now else None
         if not targets:
+            self._next_due = kept
             return []
         pairs = [(t.client_nip, s) for t in targets for s in t.subjects]
-        due = [d for d in await self.engine.due(pairs, now) if (d.client_nip, d.subject_type) not in self._running]
+        plan = await self.engine.plan(pairs, now)
+        self._next_due = min((t for t in (kept, plan.next_at) if t is not None), default=None)
+        due = [d for d in plan.due if (d.client_nip, d.subject_type) not in self._running]
         started = []
         for item in order_due(due, now):
             key = (item.client_nip, item.subject_type)
@@ -116,9 +144,11 @@ class SyncScheduler:
     async def _run(self, key: tuple[str, SubjectType]) -> RunReport:
         try:
             async with self._slots:
-                return await self.engine.run(*key)
+                report = await self.engine.run(*key)
         finally:
             self._running.pop(key, None)
+        self._due_at(report.next_run_at)
+        return report
 
 
 class LeasedVaultTargets:
