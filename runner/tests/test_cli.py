@@ -4,10 +4,9 @@ on a real uvicorn server on a loopback port with the proxy options the command c
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -17,8 +16,7 @@ from fastapi import FastAPI, Request
 
 import ksef_hub.cli
 from auth_svc.demo import DEMO_PASSWORD
-from platform_common.testing import wait_until
-from platform_common.testing.auth import loopback_socket
+from platform_common.testing.auth import serve_config_on_loopback
 
 RUNNER_ENV = ("KSEF_HUB_HOST", "KSEF_HUB_DEMO", "KSEF_HUB_DEMO_PASSWORD", "KSEF_HUB_TRUSTED_PROXIES")
 
@@ -100,12 +98,6 @@ def _reporter() -> FastAPI:
     return app
 
 
-class _Server(uvicorn.Server):
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the test runner owns the signal handlers
-
-
 @asynccontextmanager
 async def _served_like(config: uvicorn.Config) -> AsyncIterator[httpx.AsyncClient]:
     """A reporter of the client address, served with the forwarded-header options of ``config``."""
@@ -116,23 +108,8 @@ async def _served_like(config: uvicorn.Config) -> AsyncIterator[httpx.AsyncClien
         log_config=None,
         lifespan="off",
     )
-    sock = loopback_socket()
-    server = _Server(like)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    async def up() -> bool:
-        if task.done():
-            task.result()
-        return server.started
-
-    try:
-        await wait_until(up, timeout=10, what="uvicorn to start")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_config_on_loopback(like) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+        yield client
 
 
 class TestForwardedHeaders:

@@ -3,9 +3,8 @@ a real uvicorn server on a loopback port serving the configuration ``service_cli
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import cast
 
@@ -18,8 +17,7 @@ import platform_common.cli
 from platform_common.cli import parse_trusted_proxies, service_cli
 from platform_common.runtime import ServiceDefinition
 from platform_common.settings import ServiceSettings
-from platform_common.testing import wait_until
-from platform_common.testing.auth import loopback_socket
+from platform_common.testing.auth import serve_config_on_loopback
 
 FORWARDED = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
 
@@ -47,30 +45,9 @@ def built_config(monkeypatch: pytest.MonkeyPatch, settings: ServiceSettings, *ar
 
 @asynccontextmanager
 async def served(config: uvicorn.Config) -> AsyncIterator[httpx.AsyncClient]:
-    sock = loopback_socket()
     config.log_config = None
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    async def started() -> bool:
-        if task.done():
-            task.result()
-        return server.started
-
-    try:
-        await wait_until(started, timeout=10, what="uvicorn to start")
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}") as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
-
-
-class _Server(uvicorn.Server):
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the test runner owns the signal handlers
+    async with serve_config_on_loopback(config) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+        yield client
 
 
 async def seen(config: uvicorn.Config) -> dict[str, str]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,37 +17,16 @@ import uvicorn
 from fastapi import FastAPI
 
 from platform_common.logging import configure_logging, redact
-from platform_common.testing import wait_until
-from platform_common.testing.auth import loopback_socket
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The test runner owns the signal handlers.
-        yield
+from platform_common.testing.auth import serve_config_on_loopback
 
 
 @contextlib.asynccontextmanager
 async def serve_with_access_log(app: FastAPI) -> AsyncIterator[str]:
-    sock = loopback_socket()
-    server = _Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=True))
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=True)
     # After uvicorn's Config, which sets its loggers up: the platform's configuration is the one that runs.
     configure_logging("INFO", json=True, force=True)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-
-    async def started() -> bool:
-        if task.done():
-            task.result()
-        return server.started
-
-    try:
-        await wait_until(started, timeout=10, what="uvicorn to start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
+    async with serve_config_on_loopback(config) as base_url:
+        yield base_url
 
 
 def _lines(err: str) -> list[dict[str, Any]]:

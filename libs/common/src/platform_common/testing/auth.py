@@ -295,9 +295,18 @@ def loopback_socket() -> socket.socket:
 async def serve_on_loopback(app: ASGIApp, sock: socket.socket | None = None) -> AsyncIterator[str]:
     """Serve an ASGI app (lifespan not run: the caller manages it) with uvicorn on 127.0.0.1:<free port>, or on
     ``sock`` (from ``loopback_socket``; closed afterwards)."""
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
+    async with serve_config_on_loopback(config, sock) as base_url:
+        yield base_url
+
+
+@asynccontextmanager
+async def serve_config_on_loopback(config: uvicorn.Config, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """``serve_on_loopback`` for a uvicorn configuration of the caller's (forwarded headers, access log...); its
+    host and port are ignored: the server listens on ``sock`` or a free loopback port."""
     sock = sock or loopback_socket()
     port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, lifespan="off", log_config=None, access_log=False))
+    server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
 
     async def started() -> bool:
