@@ -116,9 +116,34 @@ def add_months(value: datetime, months: int) -> datetime:
 
 
 def initial_checkpoint(now: datetime, backfill_months: int) -> datetime:
-    """Where a client's first sync starts: ``backfill_months`` calendar months back, at the start of that day."""
-    start = add_months(now, -backfill_months).astimezone(WARSAW)
-    return start.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+    """Where a client's first sync starts: ``backfill_months`` calendar months back, at the start of that day, moved
+    forward by the sliver (under a day and the windows' margins) that would otherwise need one more export.
+
+    A window may span at most 3 months less ``_RANGE_MARGIN``, so a backfill of exactly 3 months from the start of a
+    day never fits one window: the first sync would pay a second export (start, status, download, and the wait for
+    KSeF to build it) for the last hours only. Giving up those oldest hours keeps a first sync at
+    ``ceil(backfill_months / 3)`` exports, the least the 3-month limit allows.
+    """
+    local = add_months(now, -backfill_months).astimezone(WARSAW)
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+    wanted = max(1, -(-backfill_months // MAX_RANGE_MONTHS))
+    for _ in range(3):  # calendar months differ in length: a shift can leave a smaller sliver, shifted in turn
+        windows = _windows_from(start, now)
+        if len(windows) <= wanted:
+            break
+        sliver = now - windows[wanted].start
+        if sliver > timedelta(days=1) + wanted * _RANGE_MARGIN:
+            break  # not a sliver of rounding: the backfill needs that window
+        start += sliver + timedelta(seconds=1)
+    return start
+
+
+def _windows_from(checkpoint: datetime, now: datetime) -> list[Window]:
+    """The windows a first sync from ``checkpoint`` walks when each ends where it may (a full backfill)."""
+    windows = [next_window(checkpoint, now)]
+    while (end := windows[-1].end) is not None:
+        windows.append(next_window(end, now))
+    return windows
 
 
 def next_window(checkpoint: datetime, now: datetime) -> Window:

@@ -81,7 +81,9 @@ def test_a_window_within_three_months_has_no_to() -> None:
 
 def test_a_longer_backfill_is_split_into_three_month_windows_walked_by_the_same_rule() -> None:
     start = initial_checkpoint(NOW, 12)
-    assert start == datetime(2025, 3, 9, 23, 0, tzinfo=UTC)  # midnight in Warsaw (CET) a year ago
+    midnight = datetime(2025, 3, 9, 23, 0, tzinfo=UTC)  # midnight in Warsaw (CET) a year ago
+    # Moved forward by the sliver that would cost a fifth export: four windows are the least 12 months allow.
+    assert midnight < start <= midnight + timedelta(days=1, hours=8)
     windows = []
     checkpoint = start
     while True:
@@ -95,11 +97,31 @@ def test_a_longer_backfill_is_split_into_three_month_windows_walked_by_the_same_
         checkpoint = next_checkpoint(window, result)
         if not has_more(window, result):
             break
-    assert len(windows) == 5
-    assert [w.end is None for w in windows] == [False, False, False, False, True]
+    assert len(windows) == 4
+    assert [w.end is None for w in windows] == [False, False, False, True]
     # Contiguous: each window starts where the previous one ended, so nothing falls between them.
     for previous, following in itertools.pairwise(windows):
         assert following.start == previous.end
+
+
+@pytest.mark.parametrize(
+    "now",
+    [NOW, datetime(2026, 12, 4, 21, 0, tzinfo=UTC), datetime(2026, 12, 4, 0, 30, tzinfo=UTC)],
+    ids=["march-noon", "december-evening", "december-after-midnight-in-warsaw"],
+)
+def test_the_default_three_month_backfill_is_one_export_not_one_and_a_sliver(now: datetime) -> None:
+    start = initial_checkpoint(now, 3)
+    assert next_window(start, now).end is None  # one open-ended window: a first sync is a single export
+    # ... that still reaches back three months but for the hours a window's margin and the day's start cost.
+    assert add_months(now, -3) <= start <= add_months(now, -3) + timedelta(hours=3)
+
+
+def test_a_month_end_backfill_keeps_its_days_and_pays_the_second_export() -> None:
+    # 31 May - 3 months = 28 February: shifting by three days to save an export would lose three days of invoices.
+    now = datetime(2026, 5, 31, 12, 0, tzinfo=UTC)
+    start = initial_checkpoint(now, 3)
+    assert start == datetime(2026, 2, 27, 23, 0, tzinfo=UTC)
+    assert next_window(start, now).end is not None
 
 
 def test_overlapping_windows_dedupe_by_ksef_number() -> None:
