@@ -121,6 +121,12 @@ class BudgetSettings(BaseModel):
         description="Per-group overrides for `custom` mode, keyed by the `GET /rate-limits` group name "
         '(e.g. `{"invoiceMetadata": {"per_second": 2, "per_minute": 4, "per_hour": 20}}`).',
     )
+    restart_quiet_s: float = Field(
+        1.0,
+        ge=0.0,
+        description="A new budget (a start or restart) admits no call for this long: calls of the previous life it "
+        "cannot see may still fill KSeF's 1 s windows.",
+    )
     usable_fraction: float = Field(
         0.9,
         gt=0.0,

@@ -134,9 +134,12 @@ class WindowUsage:
 class SlidingWindows:
     """The 1 s / 60 s / 60 min windows of one (context, group)."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, *, not_before: float = -math.inf) -> None:
         self.limits = limits
         self._hits: list[Hit] = []
+        # Before this instant nothing is admitted: calls this process cannot see (its previous life, just before
+        # a restart) may still fill KSeF's windows.
+        self.not_before = not_before
 
     def _prune(self, now: float) -> None:
         # Only finished hits can leave: an in-flight one counts until its answer arrives.
@@ -160,7 +163,7 @@ class SlidingWindows:
         this is a lower bound and the caller must look again when they finish.
         """
         self._prune(now)
-        at = now
+        at = max(now, self.not_before)
         for span, limit in zip(WINDOW_SPANS, self.limits.counts, strict=True):
             ends = self._ends_in(span, now)
             if len(ends) < limit:

@@ -37,7 +37,13 @@ the earliest moment anything can change (a window slides, a block ends, a deadli
 Mode ``off`` admits everything at once (no windows, backoff, cap or circuit); the group ``unlimited`` (pre-signed
 part URLs) is never limited. Windows are keyed by (context, group) across environments: a context has one
 credential, so one environment, at a time. State is in memory and per process: a context has one owner replica
-at a time (``ksef_gateway.ownership.service``), and a restart forgets past calls — ``usable_fraction`` covers that.
+at a time (``ksef_gateway.ownership.service``), and a restart forgets past calls. At the seam that would overshoot: the previous life may have used its whole share
+of a 1 s window in its last second and the new one would use its own in its first, together over KSeF's limit
+(seen as 429s on ``auth.challenge`` when a gateway restarted right after a burst of logins). So a new budget admits
+nothing for ``restart_quiet_s`` (default 1 s, the shortest window). That settles the ``public`` group, whose minute
+and hour limits are its per-second limit times the span. It does not settle a context's minute and hour windows
+that are tighter (exports, downloads): a context restarted within the hour of heavy use can still meet a 429,
+which the backoff above then honours.
 """
 
 from __future__ import annotations
@@ -346,6 +352,7 @@ class RateBudget:
         self._environments: dict[str, _Environment] = {}
         self._seq = 0
         self._releases = 0
+        self._quiet_until = self.clock.now() + settings.restart_quiet_s
 
     # -- the Budget protocol ----------------------------------------------------------------------------------
 
@@ -393,7 +400,7 @@ class RateBudget:
         if self._table is None or group in _UNMETERED:
             return {"group": group.value, "limited": False}
         key = _key(context, group)
-        windows = self._windows.get(key) or SlidingWindows(self._limits(group))
+        windows = self._windows.get(key) or SlidingWindows(self._limits(group), not_before=self._quiet_until)
         penalty = self._penalties.get(key)
         blocked_until = penalty.blocked_until if penalty else 0.0
         free_at = max(windows.free_at(now), blocked_until)
@@ -487,7 +494,7 @@ class RateBudget:
         key = waiter.key
         if key not in free_at:
             windows = self._windows.get(key)
-            free_at[key] = windows.free_at(now) if windows is not None else now
+            free_at[key] = windows.free_at(now) if windows is not None else max(now, self._quiet_until)
         at = max(now, free_at[key], env.blocked_until)
         penalty = self._penalties.get(key)
         if penalty is not None:
@@ -542,7 +549,7 @@ class RateBudget:
         key = waiter.key
         windows = self._windows.get(key)
         if windows is None:
-            windows = self._windows[key] = SlidingWindows(self._limits(waiter.group))
+            windows = self._windows[key] = SlidingWindows(self._limits(waiter.group), not_before=self._quiet_until)
         hit = windows.admit(now)
         env.in_flight += 1
         env.turn += 1

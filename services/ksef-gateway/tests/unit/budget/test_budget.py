@@ -66,6 +66,7 @@ def budget_of(clock: ManualClock, *, rng: random.Random | None = None, **overrid
     fields: dict[str, Any] = {
         "mode": "custom",
         "usable_fraction": 1.0,
+        "restart_quiet_s": 0.0,  # these tests start from a quiet past; the restart seam has its own test
         "limits": {
             "invoiceMetadata": GroupLimits(per_second=2, per_minute=5, per_hour=100),
             "other": GroupLimits(per_second=10_000, per_minute=100_000, per_hour=1_000_000),
@@ -407,9 +408,26 @@ async def test_remaining_shows_the_budget_left() -> None:
     assert fresh["windows"]["per_second"]["remaining"] == 2 and fresh["next_slot_in_s"] == 0.0
 
 
+async def test_a_new_budget_waits_out_the_second_its_previous_life_may_have_filled() -> None:
+    # A restart right after a burst: KSeF's 1 s window may still hold the old process's calls, which this budget
+    # cannot see. It admits nothing until that window has slid by, then its full share at once.
+    clock = ManualClock()
+    budget = RateBudget(BudgetSettings(), clock)  # production, restart_quiet_s = 1
+    caller = Caller(budget, clock)
+    tasks = [caller.start("1111111111") for _ in range(7)]
+    await settle()
+    assert caller.served == []
+    assert budget.remaining("1111111111", "invoiceMetadata")["next_slot_in_s"] == pytest.approx(1.0)
+    await clock.advance(0.999)
+    assert caller.served == []
+    await clock.advance(0.001)
+    await asyncio.gather(*tasks)
+    assert len(caller.served) == 7
+
+
 async def test_production_mode_keeps_the_safety_margin() -> None:
     clock = ManualClock()
-    budget = RateBudget(BudgetSettings(), clock)  # production, 90 %
+    budget = RateBudget(BudgetSettings(restart_quiet_s=0), clock)  # production, 90 %
     caller = Caller(budget, clock)
     tasks = [caller.start("1111111111") for _ in range(8)]
     await settle()
