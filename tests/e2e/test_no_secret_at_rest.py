@@ -128,6 +128,21 @@ async def _pending_mails(auth: ServiceRuntime, notify: ServiceRuntime) -> list[A
     return rows
 
 
+async def _caught_mails(url: str, count: int) -> list[dict[str, Any]]:
+    """What the embedded SMTP catcher received, once it holds ``count`` mails."""
+    caught: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+
+        async def arrived() -> bool:
+            response = await client.get(f"{url}/notify/dev/mail")
+            assert response.status_code == 200, response.text
+            caught[:] = response.json()
+            return len(caught) >= count
+
+        await wait_until(arrived, timeout=60, what="the e-mails to reach the embedded SMTP catcher")
+    return caught
+
+
 def _open_links(rows: list[Any], private_key: str) -> dict[str, str]:
     return {r.kind: unseal(private_key, r.sealed_link, info=INFO[r.kind]).decode() for r in rows}
 
@@ -180,6 +195,9 @@ async def test_embedded_run_leaves_no_link_token_in_its_data_files_or_logs(
         sealed = [r.sealed_link for r in rows]
         # While running, the -wal files hold the latest writes (auth-svc's outbox rows among them).
         assert _scan_files(data, secrets, sealed) == []
+        # The mails went out over SMTP to the embedded catcher, each with its link opened in the text.
+        text_to = {m["to"][0]: m["text"] for m in await _caught_mails(url, 2)}
+        assert links["invitation"] in text_to[INVITEE] and links["password_reset"] in text_to[ACCOUNTANT]
         await _use_links(auth, links)
         assert _scan_files(data, secrets, sealed) == []
 

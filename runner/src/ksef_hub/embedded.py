@@ -22,6 +22,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
 from pydantic import SecretStr
@@ -39,6 +40,7 @@ from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.settings import GatewaySettings
 from ksef_gateway.wiring import Gateway
 from ksef_hub.demo import ensure_demo_ksef
+from ksef_hub.mail_catcher import MAIL_PATH, EmbeddedMailCatcher
 from ksef_sim.main import create_app as create_ksef_sim_app
 from ksef_sim.operator_token import token_file
 from ksef_sim.settings import SimSettings
@@ -118,7 +120,11 @@ class AuthWiring:
 
 
 def embedded_settings(
-    service: EmbeddedService, data_dir: Path, wiring: AuthWiring, public_url: str = "http://127.0.0.1:8000"
+    service: EmbeddedService,
+    data_dir: Path,
+    wiring: AuthWiring,
+    public_url: str = "http://127.0.0.1:8000",
+    mail_catcher: EmbeddedMailCatcher | None = None,
 ) -> ServiceSettings:
     # Environment variables still apply to every other field (e.g. AUTH_TELEMETRY__ENABLED=true); the runner
     # owns the database, the transport and how the services reach auth-svc.
@@ -135,6 +141,8 @@ def embedded_settings(
             settings = gateway_settings(settings, public_url)
         if isinstance(settings, NotifySettings):
             settings = with_notify_seal_key(settings, data_dir)
+            if mail_catcher is not None:
+                settings = mail_catcher.notify_settings(settings)
         return settings
     # A dict, merged with AUTH_SERVICE_CREDENTIALS: clients registered there keep working.
     settings = AuthSettings(**values, service_credentials=dict(wiring.client_secrets))
@@ -288,8 +296,14 @@ def create_embedded_app(
     secure_data_dir(data_dir)
     bus = InProcessBus()
     wiring = AuthWiring.for_run(public_url)
+    mail_catcher = EmbeddedMailCatcher() if is_loopback(urlsplit(public_url).hostname or "") else None
     apps = [
-        (s, s.create_app(embedded_settings(s, data_dir, wiring, public_url), bus=bus, migrate_on_start=True))
+        (
+            s,
+            s.create_app(
+                embedded_settings(s, data_dir, wiring, public_url, mail_catcher), bus=bus, migrate_on_start=True
+            ),
+        )
         for s in SERVICES
     ]
     gateway_app = next(a for s, a in apps if s.name == ksef_gateway.main.DEFINITION.name)
@@ -303,6 +317,10 @@ def create_embedded_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         configure_logging(os.environ.get("KSEF_HUB_LOG_LEVEL", "INFO"), json=False, force=True)
         async with AsyncExitStack() as stack:
+            if mail_catcher is not None:
+                # Before notify-svc, whose sender may find mail queued before a restart.
+                mail_catcher.start()
+                stack.callback(mail_catcher.stop)
             # The simulator first: it only opens its state file, and the services may call it as soon as they run.
             if ksef_sim_app is not None:
                 await stack.enter_async_context(ksef_sim_app.router.lifespan_context(ksef_sim_app))
@@ -335,6 +353,10 @@ def create_embedded_app(
                     f"{public_url}{KSEF_SIM_PREFIX}/_sim with the token in {operator_token_source}, Latarnia "
                     f"{public_url}{KSEF_SIM_PREFIX}/status)"
                 )
+            if mail_catcher is not None:
+                lines.append(
+                    f"  {'mail':<13} {public_url}{MAIL_PATH}  (e-mail caught on 127.0.0.1:{mail_catcher.port})"
+                )
             lines.append("  demo data: " + ("on (README, 'Demo accounts')" if demo else "off"))
             print("\n".join(lines), flush=True)
             yield
@@ -360,6 +382,8 @@ def create_embedded_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    if mail_catcher is not None:
+        root.include_router(mail_catcher.router())  # before the /notify mount, which would take the path
     for service, sub_app in apps:
         root.mount(service.prefix, sub_app)
     if ksef_sim_app is not None:

@@ -3,6 +3,7 @@ import sys
 from notify_svc.db import messaging_tables, metadata
 from notify_svc.mail import consumers as mail
 from notify_svc.settings import SCHEMA, SERVICE_NAME, NotifySettings
+from notify_svc.wiring import mail_sender
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
 from platform_common.runtime import ServiceDefinition
@@ -15,6 +16,7 @@ DEFINITION = ServiceDefinition(
     tables=messaging_tables,
     migrations="notify_svc:migrations",
     subscriptions=mail.subscriptions,
+    components=lambda runtime: (mail_sender(runtime),),
     description="E-mail and outbound webhooks to ERP systems.",
 )
 

@@ -1,6 +1,7 @@
 from pathlib import Path
+from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from platform_common.sealing import SealingError, public_key_of, read_private_key_file
@@ -8,6 +9,43 @@ from platform_common.settings import DatabaseSettings, ServiceSettings, service_
 
 SERVICE_NAME = "notify-svc"
 SCHEMA = "notify"
+
+
+class SmtpSettings(BaseModel):
+    """The SMTP server mail goes out through (``NOTIFY_SMTP__*``). Defaults suit a catcher on loopback."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1025, ge=1, le=65535)
+    # ``starttls``: plain connect then STARTTLS (port 587); ``tls``: implicit TLS (port 465); ``none``: loopback only.
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(default=15.0, gt=0)
+    sender: str = Field(default="KSeF Hub <no-reply@ksef-hub.localhost>", description="The From header.")
+
+    @model_validator(mode="after")
+    def _no_password_in_the_clear(self) -> "SmtpSettings":
+        if self.password is not None and self.security == "none" and self.host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError("an SMTP password is sent only over TLS: set NOTIFY_SMTP__SECURITY to starttls or tls")
+        return self
+
+
+class MailDeliverySettings(BaseModel):
+    """How pending mail is sent and retried (``NOTIFY_MAIL__*``)."""
+
+    enabled: bool = Field(default=True, description="Run the sender in this process.")
+    poll_interval_s: float = Field(
+        default=5.0, gt=0, description="Longest sleep between looks for due mail (a queued mail wakes it at once)."
+    )
+    batch_size: int = Field(default=20, ge=1)
+    # An attempt that dies with its process (no answer recorded) makes the mail due again after this long.
+    lease_s: float = Field(default=120.0, gt=0)
+    retry_base_s: float = Field(default=30.0, gt=0, description="First wait after a temporary failure, doubling.")
+    retry_max_s: float = Field(default=3600.0, gt=0)
+    give_up_after_s: float = Field(
+        default=3 * 86400.0, gt=0, description="A mail still failing temporarily this long after it was queued fails."
+    )
+    default_language: Literal["pl", "en"] = "pl"
 
 
 class NotifySettings(ServiceSettings):
@@ -23,6 +61,8 @@ class NotifySettings(ServiceSettings):
     # it that only its owner can read.
     seal_private_key: SecretStr | None = None
     seal_key_file: Path | None = None
+    smtp: SmtpSettings = SmtpSettings()
+    mail: MailDeliverySettings = MailDeliverySettings()
 
     @model_validator(mode="after")
     def _check_seal_key(self) -> "NotifySettings":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -30,6 +30,9 @@ class SealedLinkEvent(EventContract):
     sealed_link: str = Field(pattern=r"^hpke1\.[A-Za-z0-9_-]+$")
     # When the link stops working.
     expires_at: datetime
+    # The recipient's language for the e-mail; optional and additive within the version (``None``: notify-svc's
+    # default, Polish).
+    language: Literal["pl", "en"] | None = None
 
     @classmethod
     def seal_link(cls, public_key: str, link: str) -> str:

@@ -92,7 +92,7 @@ class Outbox:
         # relay's publishing order) follows it on SQLite and PostgreSQL alike.
         await session.execute(self._insert, rows)
         # Wake the relay as soon as this transaction commits rather than at its next poll.
-        session.sync_session.info.setdefault(_WAKE_KEY, set()).update(self._wake)
+        wake_after_commit(session, *self._wake)
 
     async def emit(
         self,
@@ -111,6 +111,12 @@ class Outbox:
         )
         await self.add(session, envelope, topic=contract.topic)
         return envelope
+
+
+def wake_after_commit(session: AsyncSession, *events: asyncio.Event) -> None:
+    """Set ``events`` when ``session``'s transaction commits (not at all when it rolls back): a worker that polls
+    for rows written here starts at once instead of at its next poll, and never before the rows are visible."""
+    session.sync_session.info.setdefault(_WAKE_KEY, set()).update(events)
 
 
 def _after_commit(session: Any) -> None:

@@ -37,13 +37,13 @@ the earliest moment anything can change (a window slides, a block ends, a deadli
 Mode ``off`` admits everything at once (no windows, backoff, cap or circuit); the group ``unlimited`` (pre-signed
 part URLs) is never limited. Windows are keyed by (context, group) across environments: a context has one
 credential, so one environment, at a time. State is in memory and per process: a context has one owner replica
-at a time (``ksef_gateway.ownership.service``), and a restart forgets past calls. At the seam that would overshoot: the previous life may have used its whole share
-of a 1 s window in its last second and the new one would use its own in its first, together over KSeF's limit
-(seen as 429s on ``auth.challenge`` when a gateway restarted right after a burst of logins). So a new budget admits
-nothing for ``restart_quiet_s`` (default 1 s, the shortest window). That settles the ``public`` group, whose minute
-and hour limits are its per-second limit times the span. It does not settle a context's minute and hour windows
-that are tighter (exports, downloads): a context restarted within the hour of heavy use can still meet a 429,
-which the backoff above then honours.
+at a time (``ksef_gateway.ownership.service``), and a restart forgets past calls. At the seam that would overshoot:
+the previous life may have used its whole share of a 1 s window in its last second and the new one would use its
+own in its first, together over KSeF's limit (seen as 429s on ``auth.challenge`` when a gateway restarted right
+after a burst of logins). So a new budget admits nothing for ``restart_quiet_s`` (default 1 s, the shortest
+window). That settles the ``public`` group, whose minute and hour limits are its per-second limit times the span.
+It does not settle a context's minute and hour windows that are tighter (exports, downloads): a context restarted
+within the hour of heavy use can still meet a 429, which the backoff above then honours.
 """
 
 from __future__ import annotations

@@ -9,9 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from notify_svc.mail.repository import MailRepository
 from notify_svc.mail.service import MailService
 from notify_svc.settings import NotifySettings
+from notify_svc.wiring import mail_sender
 from platform_common.contracts import PasswordResetRequested, UserInvited
 from platform_common.messaging.dispatch import Subscription
 from platform_common.messaging.envelope import Envelope
+from platform_common.messaging.outbox import wake_after_commit
 from platform_common.runtime import ServiceRuntime
 
 
@@ -24,14 +26,17 @@ def subscriptions(runtime: ServiceRuntime) -> Sequence[Subscription]:
             "production needs the key invitation and reset links are sealed to: set NOTIFY_SEAL_PRIVATE_KEY or "
             "NOTIFY_SEAL_KEY_FILE (`notify-svc seal-keygen` prints a fresh pair)"
         )
-    service = MailService(seal_key)
+    service = MailService(seal_key, default_language=settings.mail.default_language)
+    sender = mail_sender(runtime)
 
     async def on_user_invited(session: AsyncSession, envelope: Envelope) -> None:
         await service.invitation_requested(MailRepository(session), envelope.id, envelope.parse(UserInvited))
+        wake_after_commit(session, sender.wake)
 
     async def on_password_reset_requested(session: AsyncSession, envelope: Envelope) -> None:
         event = envelope.parse(PasswordResetRequested)
         await service.password_reset_requested(MailRepository(session), envelope.id, event)
+        wake_after_commit(session, sender.wake)
 
     return (
         Subscription("notify-svc.mail.user-invited", UserInvited.topic, on_user_invited),

@@ -1,4 +1,4 @@
-"""Use cases of the mail capability: queue the e-mail an event asks for.
+"""Use cases of the mail capability: queue the e-mail an event asks for (``mail.sender`` sends it).
 
 They run inside the consumer's transaction (the platform records the inbox row in it), so a redelivered
 event queues nothing twice.
@@ -10,11 +10,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from notify_svc.mail.domain import MailKind, MailStatus, language_of
 from notify_svc.mail.repository import MailRecord
 from platform_common.contracts import PasswordResetRequested, UserInvited
 from platform_common.contracts.users import SealedLinkEvent
@@ -23,48 +24,55 @@ from platform_common.sealing import SealingError
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending"
-INVITATION = "invitation"
-PASSWORD_RESET = "password_reset"  # noqa: S105  # a kind of e-mail, not a password
-
 
 class MailStore(Protocol):
     async def add(self, record: MailRecord) -> None: ...
 
 
 class MailService:
-    def __init__(self, seal_key: SecretStr | None, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        seal_key: SecretStr | None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        default_language: str = "pl",
+    ) -> None:
         self._seal_key = seal_key
         self._clock = clock
+        self._default_language = default_language
 
     async def invitation_requested(self, store: MailStore, event_id: uuid.UUID, event: UserInvited) -> None:
-        await self._queue(store, event_id, INVITATION, event, event.email, event.invitation_id)
+        details = {"organisation_name": event.organisation_name, "role": event.role}
+        await self._queue(store, event_id, MailKind.INVITATION, event, event.email, event.invitation_id, details)
 
     async def password_reset_requested(
         self, store: MailStore, event_id: uuid.UUID, event: PasswordResetRequested
     ) -> None:
-        await self._queue(store, event_id, PASSWORD_RESET, event, event.email, event.user_id)
+        await self._queue(store, event_id, MailKind.PASSWORD_RESET, event, event.email, event.user_id)
 
     async def _queue(
         self,
         store: MailStore,
         event_id: uuid.UUID,
-        kind: str,
+        kind: MailKind,
         event: SealedLinkEvent,
         recipient: str,
         subject_id: uuid.UUID,
+        details: dict[str, Any] | None = None,
     ) -> None:
         self._check_link(event)
         await store.add(
             MailRecord(
                 id=event_id,
-                kind=kind,
+                kind=kind.value,
                 recipient=recipient,
                 subject_id=subject_id,
                 sealed_link=event.sealed_link,
                 expires_at=event.expires_at,
-                status=PENDING,
+                status=MailStatus.PENDING.value,
                 created_at=self._clock(),
+                language=language_of(event.language, self._default_language),
+                details=details,
             )
         )
         log.info("%s e-mail pending for event %s", kind, event_id)

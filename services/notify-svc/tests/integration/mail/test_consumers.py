@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from notify_svc.db import mail_message
 from notify_svc.main import DEFINITION
-from notify_svc.settings import NotifySettings
+from notify_svc.settings import MailDeliverySettings, NotifySettings
 from platform_common.contracts import PasswordResetRequested, UserInvited
 from platform_common.messaging.dispatch import Outcome
 from platform_common.messaging.envelope import Envelope
@@ -31,6 +31,8 @@ async def runtime(db_url: str) -> AsyncIterator[ServiceRuntime]:
         db=DatabaseSettings(url=db_url),
         messaging=MessagingSettings(transport="inprocess"),
         seal_private_key=SecretStr(PRIVATE),
+        # What is queued, not what is sent (test_sending.py): no sender, so no mail leaves for any port.
+        mail=MailDeliverySettings(enabled=False),
     )
     rt = ServiceRuntime(DEFINITION, settings, migrate_on_start=True)
     await rt.start()

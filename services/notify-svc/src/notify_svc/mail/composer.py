@@ -1,0 +1,85 @@
+"""Turn a queued mail into an RFC 5322 message: Jinja2 templates in Polish and English, plain text and HTML.
+
+The HTML templates are autoescaped (an organisation name is whatever its admin typed); the text ones are not
+HTML and are not escaped. The link is opened from its sealed form only here, right before sending, and lives
+only in the message handed to the SMTP client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from zoneinfo import ZoneInfo
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from notify_svc.mail.domain import MailKind
+
+WARSAW = ZoneInfo("Europe/Warsaw")
+
+_SUBJECTS: dict[tuple[MailKind, str], str] = {
+    (MailKind.INVITATION, "pl"): "Zaproszenie do {organisation} w KSeF Hub",
+    (MailKind.INVITATION, "en"): "Your invitation to {organisation} in KSeF Hub",
+    (MailKind.PASSWORD_RESET, "pl"): "Ustawienie nowego hasła w KSeF Hub",
+    (MailKind.PASSWORD_RESET, "en"): "Set a new password in KSeF Hub",
+}
+
+_ROLES: dict[tuple[str, str], str] = {
+    ("office_admin", "pl"): "administrator biura",
+    ("office_admin", "en"): "office administrator",
+    ("office_accountant", "pl"): "księgowy",
+    ("office_accountant", "en"): "accountant",
+    ("client_owner", "pl"): "właściciel firmy",
+    ("client_owner", "en"): "company owner",
+    ("client_member", "pl"): "pracownik firmy",
+    ("client_member", "en"): "company member",
+}
+
+_environment = Environment(
+    loader=PackageLoader("notify_svc.mail", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+    undefined=StrictUndefined,  # a template naming a value we do not pass is a bug, not an empty string
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class MailContent:
+    kind: MailKind
+    language: str
+    recipient: str
+    link: str
+    expires_at: datetime
+    organisation_name: str | None = None
+    role: str | None = None
+
+
+def role_label(role: str | None, language: str) -> str | None:
+    if role is None:
+        return None
+    return _ROLES.get((role, language), role)
+
+
+def compose(content: MailContent, *, sender: str, message_id: str, now: datetime) -> EmailMessage:
+    context = {
+        "link": content.link,
+        "expires_at": content.expires_at.astimezone(WARSAW).strftime("%Y-%m-%d %H:%M"),
+        "organisation": content.organisation_name or "",
+        "role": role_label(content.role, content.language) or "",
+    }
+    name = f"{content.kind.value}.{content.language}"
+    message = EmailMessage()
+    message["Subject"] = _SUBJECTS[(content.kind, content.language)].format(organisation=context["organisation"])
+    message["From"] = sender
+    message["To"] = content.recipient
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = message_id
+    # Automated mail (RFC 3834): no vacation auto-replies to a no-reply sender.
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(_environment.get_template(f"{name}.txt").render(context))
+    message.add_alternative(_environment.get_template(f"{name}.html").render(context), subtype="html")
+    # After the parts exist: turning the message multipart moves its Content-* headers into the first part.
+    message["Content-Language"] = content.language
+    return message
