@@ -400,7 +400,7 @@ class RateBudget:
         if self._table is None or group in _UNMETERED:
             return {"group": group.value, "limited": False}
         key = _key(context, group)
-        windows = self._windows.get(key) or SlidingWindows(self._limits(group), not_before=self._quiet_until)
+        windows = self._windows.get(key) or self._new_windows(group)
         penalty = self._penalties.get(key)
         blocked_until = penalty.blocked_until if penalty else 0.0
         free_at = max(windows.free_at(now), blocked_until)
@@ -425,6 +425,9 @@ class RateBudget:
         return env.circuit.state(self.clock.now()) if env else CircuitState.CLOSED
 
     # -- admission --------------------------------------------------------------------------------------------
+
+    def _new_windows(self, group: EndpointGroup) -> SlidingWindows:
+        return SlidingWindows(self._limits(group), not_before=self._quiet_until)
 
     def _limits(self, group: EndpointGroup) -> Limits:
         assert self._table is not None
@@ -494,6 +497,7 @@ class RateBudget:
         key = waiter.key
         if key not in free_at:
             windows = self._windows.get(key)
+            # A key without windows yet has had no call: free once the restart pause is over (as _new_windows says).
             free_at[key] = windows.free_at(now) if windows is not None else max(now, self._quiet_until)
         at = max(now, free_at[key], env.blocked_until)
         penalty = self._penalties.get(key)
@@ -549,7 +553,7 @@ class RateBudget:
         key = waiter.key
         windows = self._windows.get(key)
         if windows is None:
-            windows = self._windows[key] = SlidingWindows(self._limits(waiter.group), not_before=self._quiet_until)
+            windows = self._windows[key] = self._new_windows(waiter.group)
         hit = windows.admit(now)
         env.in_flight += 1
         env.turn += 1

@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from pydantic import SecretStr
 
@@ -34,6 +33,7 @@ from notify_svc.mail.domain import (
 from notify_svc.mail.repository import AttemptEnd, MailRecord, MailRepository
 from notify_svc.mail.smtp import MailTransport
 from notify_svc.settings import MailDeliverySettings, SmtpSettings
+from platform_common.auth.clock import Clock, system_clock
 from platform_common.contracts import PasswordResetRequested, UserInvited
 from platform_common.contracts.users import SealedLinkEvent
 from platform_common.db import Database
@@ -47,10 +47,6 @@ _EVENTS: dict[MailKind, type[SealedLinkEvent]] = {
 }
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class MailSender:
     def __init__(
         self,
@@ -60,7 +56,7 @@ class MailSender:
         smtp: SmtpSettings,
         settings: MailDeliverySettings,
         seal_key: SecretStr | None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = system_clock,
     ) -> None:
         self._db = db
         self._transport = transport

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -17,6 +15,7 @@ from pydantic import SecretStr
 
 from notify_svc.mail.domain import MailKind, MailStatus, language_of
 from notify_svc.mail.repository import MailRecord
+from platform_common.auth.clock import Clock, system_clock
 from platform_common.contracts import PasswordResetRequested, UserInvited
 from platform_common.contracts.users import SealedLinkEvent
 from platform_common.messaging.dispatch import PermanentFailure
@@ -33,7 +32,7 @@ class MailService:
     def __init__(
         self,
         seal_key: SecretStr | None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = system_clock,
         *,
         default_language: str = "pl",
     ) -> None:
