@@ -4,6 +4,11 @@ Adding an event: subclass ``EventContract`` with its type, version and topic and
 A breaking change is a new version (and, if old consumers must not see it, a new topic).
 """
 
+from platform_common.contracts.integrations import (
+    INTEGRATION_EVENTS,
+    CredentialAccessLost,
+    CredentialAccessVerified,
+)
 from platform_common.contracts.invoices import (
     InvoiceFetched,
     InvoiceSent,
@@ -24,6 +29,9 @@ CONTRACTS: dict[tuple[str, int], type[EventContract]] = {
         MonthApproved,
         UserInvited,
         PasswordResetRequested,
+        *INTEGRATION_EVENTS,
+        CredentialAccessVerified,
+        CredentialAccessLost,
     )
 }
 
@@ -33,6 +41,8 @@ __all__ = [
     "CONTRACTS",
     "TOPICS",
     "ApprovedDocument",
+    "CredentialAccessLost",
+    "CredentialAccessVerified",
     "DocumentKind",
     "InvoiceFetched",
     "InvoiceSent",
