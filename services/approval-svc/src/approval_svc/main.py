@@ -1,8 +1,18 @@
+from fastapi import APIRouter
+
 from approval_svc.db import messaging_tables, metadata
+from approval_svc.integrations import consumers as integrations
+from approval_svc.integrations.api import router as integrations_router
+from approval_svc.integrations.pages import router as pages_router
 from approval_svc.settings import SCHEMA, SERVICE_NAME, ApprovalSettings
+from approval_svc.wiring import Approval
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
 from platform_common.runtime import ServiceDefinition
+
+api_router = APIRouter()
+for router in (integrations_router, pages_router):
+    api_router.include_router(router)
 
 DEFINITION = ServiceDefinition(
     name=SERVICE_NAME,
@@ -10,6 +20,9 @@ DEFINITION = ServiceDefinition(
     metadata=metadata,
     tables=messaging_tables,
     migrations="approval_svc:migrations",
+    routers=(api_router,),
+    subscriptions=integrations.subscriptions,
+    components=lambda runtime: (Approval.of(runtime).offices,),
     description="Office-client consent and activation-code handshake, integration state, month approval.",
 )
 

@@ -87,7 +87,12 @@ class IntegrationConsented(IntegrationChange, SealedLinkEvent):
         return seal(public_key, code.encode(), info=f"{cls.event_type}#code".encode())
 
     def open_code(self, private_key: str) -> str:
-        opened = unseal(private_key, self.sealed_code, info=f"{self.event_type}#code".encode())
+        return self.open_sealed_code(private_key, self.sealed_code)
+
+    @classmethod
+    def open_sealed_code(cls, private_key: str, sealed_code: str) -> str:
+        """The code in the clear; raises ``SealingError`` unless sealed to this key as this event's code."""
+        opened = unseal(private_key, sealed_code, info=f"{cls.event_type}#code".encode())
         try:
             return opened.decode()
         except UnicodeDecodeError as exc:

@@ -7,10 +7,12 @@ only in the message handed to the SMTP client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -24,6 +26,10 @@ _SUBJECTS: dict[tuple[MailKind, str], str] = {
     (MailKind.INVITATION, "en"): "Your invitation to {organisation} in KSeF Hub",
     (MailKind.PASSWORD_RESET, "pl"): "Ustawienie nowego hasła w KSeF Hub",
     (MailKind.PASSWORD_RESET, "en"): "Set a new password in KSeF Hub",
+    (MailKind.CONSENT_REQUEST, "pl"): "{organisation} prosi o zgodę na dostęp do danych firmy w KSeF Hub",
+    (MailKind.CONSENT_REQUEST, "en"): "{organisation} asks for consent to access your company's data in KSeF Hub",
+    (MailKind.ACTIVATION_CODE, "pl"): "Kod aktywacyjny integracji z klientem NIP {client_nip}",
+    (MailKind.ACTIVATION_CODE, "en"): "Activation code for the integration with client NIP {client_nip}",
 }
 
 _ROLES: dict[tuple[str, str], str] = {
@@ -54,6 +60,9 @@ class MailContent:
     expires_at: datetime
     organisation_name: str | None = None
     role: str | None = None
+    # An activation code mail's code (opened from its sealed form right before sending, like the link).
+    code: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 def role_label(role: str | None, language: str) -> str | None:
@@ -68,10 +77,16 @@ def compose(content: MailContent, *, sender: str, message_id: str, now: datetime
         "expires_at": content.expires_at.astimezone(WARSAW).strftime("%Y-%m-%d %H:%M"),
         "organisation": content.organisation_name or "",
         "role": role_label(content.role, content.language) or "",
+        "code": content.code or "",
+        "office_nip": content.details.get("office_nip", ""),
+        "client_nip": content.details.get("client_nip", ""),
+        "send_sales": bool(content.details.get("send_sales")),
     }
     name = f"{content.kind.value}.{content.language}"
     message = EmailMessage()
-    message["Subject"] = _SUBJECTS[(content.kind, content.language)].format(organisation=context["organisation"])
+    message["Subject"] = _SUBJECTS[(content.kind, content.language)].format(
+        organisation=context["organisation"], client_nip=context["client_nip"]
+    )
     message["From"] = sender
     message["To"] = content.recipient
     message["Date"] = format_datetime(now)

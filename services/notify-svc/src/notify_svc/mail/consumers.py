@@ -11,6 +11,11 @@ from notify_svc.mail.service import MailService
 from notify_svc.settings import NotifySettings
 from notify_svc.wiring import mail_sender
 from platform_common.contracts import PasswordResetRequested, UserInvited
+from platform_common.contracts.integrations import (
+    INTEGRATION_TOPIC,
+    IntegrationConsented,
+    IntegrationConsentRequested,
+)
 from platform_common.messaging.dispatch import Subscription
 from platform_common.messaging.envelope import Envelope
 from platform_common.messaging.outbox import wake_after_commit
@@ -38,7 +43,19 @@ def subscriptions(runtime: ServiceRuntime) -> Sequence[Subscription]:
         await service.password_reset_requested(MailRepository(session), envelope.id, event)
         wake_after_commit(session, sender.wake)
 
+    async def on_integration_changed(session: AsyncSession, envelope: Envelope) -> None:
+        # The lifecycle shares one topic; only two of its changes ask for an e-mail.
+        if envelope.type == IntegrationConsentRequested.event_type:
+            event = envelope.parse(IntegrationConsentRequested)
+            await service.consent_requested(MailRepository(session), envelope.id, event)
+        elif envelope.type == IntegrationConsented.event_type:
+            await service.consented(MailRepository(session), envelope.id, envelope.parse(IntegrationConsented))
+        else:
+            return
+        wake_after_commit(session, sender.wake)
+
     return (
+        Subscription("notify-svc.mail.integration-changed", INTEGRATION_TOPIC, on_integration_changed),
         Subscription("notify-svc.mail.user-invited", UserInvited.topic, on_user_invited),
         Subscription(
             "notify-svc.mail.password-reset-requested", PasswordResetRequested.topic, on_password_reset_requested

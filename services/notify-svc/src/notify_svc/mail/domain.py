@@ -17,6 +17,8 @@ from enum import StrEnum
 class MailKind(StrEnum):
     INVITATION = "invitation"
     PASSWORD_RESET = "password_reset"  # noqa: S105  # a kind of e-mail, not a password
+    CONSENT_REQUEST = "consent_request"  # to the client: the one-time link to the consent page
+    ACTIVATION_CODE = "activation_code"  # to the office's return address, after the client consented
 
 
 class MailStatus(StrEnum):

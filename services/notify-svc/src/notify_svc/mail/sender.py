@@ -35,6 +35,7 @@ from notify_svc.mail.smtp import MailTransport
 from notify_svc.settings import MailDeliverySettings, SmtpSettings
 from platform_common.auth.clock import Clock, system_clock
 from platform_common.contracts import PasswordResetRequested, UserInvited
+from platform_common.contracts.integrations import IntegrationConsented, IntegrationConsentRequested
 from platform_common.contracts.users import SealedLinkEvent
 from platform_common.db import Database
 from platform_common.sealing import SealingError
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 _EVENTS: dict[MailKind, type[SealedLinkEvent]] = {
     MailKind.INVITATION: UserInvited,
     MailKind.PASSWORD_RESET: PasswordResetRequested,
+    MailKind.CONSENT_REQUEST: IntegrationConsentRequested,
+    MailKind.ACTIVATION_CODE: IntegrationConsented,
 }
 
 
@@ -126,6 +129,7 @@ class MailSender:
             return
         try:
             link = self._open_link(mail)
+            code = self._open_code(mail)
         except SealingError as exc:
             # The consumer checked the link when it queued the mail; a key changed since then. Nothing to retry.
             await self._end(mail, DeliveryResult(False, None, f"cannot open the link: {exc}"), permanent=True)
@@ -138,6 +142,8 @@ class MailSender:
             expires_at=mail.expires_at,
             organisation_name=(mail.details or {}).get("organisation_name"),
             role=(mail.details or {}).get("role"),
+            code=code,
+            details=mail.details or {},
         )
         message = compose(content, sender=self._smtp.sender, message_id=message_id(mail.id, self._domain), now=now)
         result = await self._transport.send(message)
@@ -150,6 +156,15 @@ class MailSender:
         # The event's own rule (``info`` = its type): a text sealed for another purpose does not open here.
         sealed = event_type.model_construct(sealed_link=mail.sealed_link, expires_at=mail.expires_at)
         return sealed.open_link(self._seal_key.get_secret_value())
+
+    def _open_code(self, mail: MailRecord) -> str | None:
+        """An activation code mail's code, opened like its link (and, like it, only into the message)."""
+        sealed_code = (mail.details or {}).get("sealed_code")
+        if MailKind(mail.kind) is not MailKind.ACTIVATION_CODE:
+            return None
+        if self._seal_key is None or not isinstance(sealed_code, str):
+            raise SealingError("an activation code mail without its sealed code, or no sealing key")
+        return IntegrationConsented.open_sealed_code(self._seal_key.get_secret_value(), sealed_code)
 
     async def _end(self, mail: MailRecord, result: DeliveryResult, *, permanent: bool = False) -> None:
         now = self._clock()

@@ -17,6 +17,7 @@ from notify_svc.mail.domain import MailKind, MailStatus, language_of
 from notify_svc.mail.repository import MailRecord
 from platform_common.auth.clock import Clock, system_clock
 from platform_common.contracts import PasswordResetRequested, UserInvited
+from platform_common.contracts.integrations import IntegrationConsented, IntegrationConsentRequested
 from platform_common.contracts.users import SealedLinkEvent
 from platform_common.messaging.dispatch import PermanentFailure
 from platform_common.sealing import SealingError
@@ -48,6 +49,38 @@ class MailService:
         self, store: MailStore, event_id: uuid.UUID, event: PasswordResetRequested
     ) -> None:
         await self._queue(store, event_id, MailKind.PASSWORD_RESET, event, event.email, event.user_id)
+
+    async def consent_requested(
+        self, store: MailStore, event_id: uuid.UUID, event: IntegrationConsentRequested
+    ) -> None:
+        details = {
+            "organisation_name": event.office_name,
+            "office_nip": event.office_nip,
+            "client_nip": event.client_nip,
+            "send_sales": event.send_sales,
+        }
+        await self._queue(
+            store, event_id, MailKind.CONSENT_REQUEST, event, event.client_email, event.integration_id, details
+        )
+
+    async def consented(self, store: MailStore, event_id: uuid.UUID, event: IntegrationConsented) -> None:
+        if self._seal_key is not None:
+            try:
+                event.open_code(self._seal_key.get_secret_value())
+            except SealingError as exc:
+                raise PermanentFailure(
+                    f"the code of {event.event_type} is not sealed to notify-svc's key: {exc}"
+                ) from None
+        details = {
+            "organisation_name": event.office_name,
+            "office_nip": event.office_nip,
+            "client_nip": event.client_nip,
+            # Still sealed, as in the event: opened only into the message.
+            "sealed_code": event.sealed_code,
+        }
+        await self._queue(
+            store, event_id, MailKind.ACTIVATION_CODE, event, event.return_email, event.integration_id, details
+        )
 
     async def _queue(
         self,

@@ -1,0 +1,1 @@
+"""Office-client integrations: consent request, activation code, lifecycle, KSeF access mode."""

@@ -1,0 +1,38 @@
+"""The parts of one approval-svc runtime that its routers, consumers and components share."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+from approval_svc.integrations.offices import OfficeDirectory
+from approval_svc.integrations.service import Integrations
+from approval_svc.settings import ApprovalSettings
+from platform_common.runtime import ServiceRuntime
+
+
+@dataclass(frozen=True)
+class Approval:
+    integrations: Integrations
+    offices: OfficeDirectory
+
+    @classmethod
+    def of(cls, runtime: ServiceRuntime) -> Approval:
+        built = _BUILT.get(runtime)
+        if built is None:
+            settings = runtime.settings
+            assert isinstance(settings, ApprovalSettings)
+            built = _BUILT[runtime] = cls(
+                integrations=Integrations(
+                    runtime.db,
+                    runtime.outbox,
+                    settings.integrations,
+                    public_url=settings.public_url,
+                    notify_public_key=settings.notify_public_key,
+                ),
+                offices=OfficeDirectory(settings.auth_api_url, timeout_s=settings.auth.timeout_s),
+            )
+        return built
+
+
+_BUILT: weakref.WeakKeyDictionary[ServiceRuntime, Approval] = weakref.WeakKeyDictionary()
