@@ -139,6 +139,8 @@ def embedded_settings(
         settings = service.settings_cls(**values, auth=wiring.client_settings(service.name, auth))
         if isinstance(settings, GatewaySettings):
             settings = gateway_settings(settings, public_url)
+        if isinstance(settings, ApprovalSettings):
+            settings = approval_settings(settings, data_dir, wiring, public_url)
         if isinstance(settings, NotifySettings):
             settings = with_notify_seal_key(settings, data_dir)
             if mail_catcher is not None:
@@ -149,13 +151,32 @@ def embedded_settings(
     if "link_base_url" not in settings.model_fields_set:
         # Invitation and reset links point at this runner, on whatever port it listens.
         settings = settings.model_copy(update={"link_base_url": wiring.url})
-    if "notify_public_key" in AuthSettings.model_fields and "notify_public_key" not in settings.model_fields_set:
-        # Links are sealed to the key notify-svc opens them with, whichever source that key comes from.
-        notify = with_notify_seal_key(NotifySettings(data_dir=data_dir), data_dir)
-        seal_key = notify.seal_key()
-        assert seal_key is not None
-        settings = settings.model_copy(update={"notify_public_key": public_key_of(seal_key.get_secret_value())})
+    if "notify_public_key" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"notify_public_key": embedded_notify_public_key(data_dir)})
     return settings
+
+
+def embedded_notify_public_key(data_dir: Path) -> str:
+    """Links and codes are sealed to the key notify-svc opens them with, whichever source that key comes from."""
+    notify = with_notify_seal_key(NotifySettings(data_dir=data_dir), data_dir)
+    seal_key = notify.seal_key()
+    assert seal_key is not None
+    return public_key_of(seal_key.get_secret_value())
+
+
+def approval_settings(
+    settings: ApprovalSettings, data_dir: Path, wiring: AuthWiring, public_url: str
+) -> ApprovalSettings:
+    """Consent and activation links point at this runner; the office's details come from the mounted auth-svc."""
+    chosen = settings.model_fields_set
+    updates: dict[str, Any] = {}
+    if "public_url" not in chosen:
+        updates["public_url"] = f"{public_url.rstrip('/')}/approval"
+    if "auth_api_url" not in chosen:
+        updates["auth_api_url"] = wiring.url
+    if "notify_public_key" not in chosen:
+        updates["notify_public_key"] = embedded_notify_public_key(data_dir)
+    return settings.model_copy(update=updates)
 
 
 # notify-svc's sealing key when NOTIFY_SEAL_PRIVATE_KEY / NOTIFY_SEAL_KEY_FILE are not set: made on first start

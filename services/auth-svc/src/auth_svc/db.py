@@ -57,6 +57,10 @@ office_client = Table(
     Column("state", String(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The approval-svc integration this relation follows and the last revision applied (auth_0003): an older
+    # change replayed after a newer one (a dead letter replayed late) must not undo it.
+    Column("integration_id", Uuid, nullable=True),
+    Column("integration_revision", Integer, nullable=True),
 )
 
 user_account = Table(

@@ -8,6 +8,7 @@ from auth_svc.db import messaging_tables, metadata
 from auth_svc.members import api as members
 from auth_svc.organisations import api as organisations
 from auth_svc.relations import api as relations
+from auth_svc.relations import consumers as relation_consumers
 from auth_svc.sessions import api as sessions
 from auth_svc.settings import SCHEMA, SERVICE_NAME, AuthSettings
 from auth_svc.signing_keys import api as signing_keys
@@ -20,11 +21,10 @@ from platform_common.runtime import ServiceDefinition, ServiceRuntime
 
 
 def subscriptions(runtime: ServiceRuntime) -> Sequence[Subscription]:
-    """auth-svc consumes no events. Called once before the transport starts: the place to declare the topics
-    it produces to."""
+    """Called once before the transport starts: also the place to declare the topics auth-svc produces to."""
     if isinstance(runtime.transport, KafkaTransport):
         runtime.transport.declare_topics(UserInvited.topic, PasswordResetRequested.topic)
-    return ()
+    return relation_consumers.subscriptions(runtime)
 
 
 DEFINITION = ServiceDefinition(

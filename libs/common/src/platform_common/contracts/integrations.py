@@ -69,7 +69,8 @@ class IntegrationConsentRequested(IntegrationChange, SealedLinkEvent):
 
     client_email: str
     return_email: str
-    requested_by_name: str | None = None
+    # The name the office knows the client by (auth-svc names a company it has not met yet with it).
+    client_name: str | None = None
 
 
 class IntegrationConsented(IntegrationChange, SealedLinkEvent):

@@ -163,6 +163,7 @@ class Integrations:
                     language=row.client_language,
                     client_email=row.client_email,
                     return_email=row.return_email,
+                    client_name=row.client_name,
                 ),
             )
             log.info("integration %s: consent requested (revision %d)", integration_id, revision)

@@ -33,6 +33,13 @@ class RelationRepository:
             .values(state=state, updated_at=now)
         )
 
+    async def follow(self, office_id: uuid.UUID, client_id: uuid.UUID, values: dict[str, Any]) -> None:
+        await self.s.execute(
+            update(office_client)
+            .where(office_client.c.office_id == office_id, office_client.c.client_id == client_id)
+            .values(**values)
+        )
+
     async def clients_of(self, office_id: uuid.UUID, only: Iterable[uuid.UUID] | None = None) -> Sequence[Row[Any]]:
         stmt = (
             select(

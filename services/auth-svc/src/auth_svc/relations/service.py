@@ -16,7 +16,20 @@ from auth_svc.principal import Principal
 from auth_svc.relations.repository import RelationRepository
 from auth_svc.roles import OrgKind, Perm, RelationState
 from auth_svc.unit_of_work import Tx, UnitOfWork
+from platform_common.contracts.integrations import IntegrationChange
+from platform_common.messaging.dispatch import PermanentFailure
 from platform_common.problems import Problem
+
+# How far the office may go with a client in each integration state: only an active integration opens its data.
+_RELATION_OF: dict[str, RelationState] = {
+    "requested": RelationState.PENDING,
+    "consented": RelationState.PENDING,
+    "active": RelationState.ACTIVE,
+    "suspended": RelationState.INACTIVE,
+    "revoked": RelationState.INACTIVE,
+    "refused": RelationState.INACTIVE,
+    "expired": RelationState.INACTIVE,
+}
 
 
 def _relation_view(row: Row[Any]) -> dict[str, Any]:
@@ -122,6 +135,65 @@ class Relations:
                 )
             (row,) = await repo.clients_of(office_id, [client_id])
             return _relation_view(row)
+
+    async def follow_integration(self, tx: Tx, change: IntegrationChange, client_name: str | None) -> None:
+        """approval-svc changed an integration: the relation takes its state (inside the consumer's transaction).
+
+        A first request creates the client company (named as the office named it) and a pending relation; an
+        integration that is active makes it active; any end or suspension makes it inactive. Changes apply in
+        revision order only, so a late replay of an older change never undoes a newer one."""
+        repo = RelationRepository(tx.session)
+        now = tx.clock()
+        if await self._organisations.row(tx, change.office_id) is None:
+            raise PermanentFailure(f"integration {change.integration_id} names an office auth-svc does not know")
+        client = await self._organisations.by_nip(tx, OrgKind.CLIENT, change.client_nip)
+        if client is None:
+            client_id = await self._organisations.add(
+                tx, OrgKind.CLIENT, client_name or change.client_nip, change.client_nip
+            )
+        else:
+            client_id = client.id
+        target = _RELATION_OF[change.state]
+        relation = await repo.relation(change.office_id, client_id)
+        if relation is None:
+            await repo.add_relation(
+                office_id=change.office_id,
+                client_id=client_id,
+                state=target,
+                created_at=now,
+                updated_at=now,
+                integration_id=change.integration_id,
+                integration_revision=change.revision,
+            )
+            previous = None
+        else:
+            if (
+                relation.integration_id == change.integration_id
+                and relation.integration_revision is not None
+                and relation.integration_revision >= change.revision
+            ):
+                return
+            previous = relation.state
+            await repo.follow(
+                change.office_id,
+                client_id,
+                {
+                    "state": target,
+                    "updated_at": now,
+                    "integration_id": change.integration_id,
+                    "integration_revision": change.revision,
+                },
+            )
+        if previous != target:
+            await tx.audit(
+                "client.state_changed",
+                orgs=[change.office_id, client_id],
+                subject=str(client_id),
+                office_id=str(change.office_id),
+                previous=previous,
+                state=str(target),
+                integration=change.event_type,
+            )
 
     async def ensure(self, office_id: uuid.UUID, client_id: uuid.UUID, state: RelationState) -> None:
         """Bootstrap and demo data (no actor)."""
