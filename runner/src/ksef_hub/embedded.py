@@ -27,12 +27,14 @@ from urllib.parse import urlsplit
 from fastapi import Depends, FastAPI, Request
 from pydantic import SecretStr
 
+import approval_svc.demo
 import approval_svc.main
 import auth_svc.demo
 import auth_svc.main
 import buffer_svc.main
 import ksef_gateway.main
 import notify_svc.main
+from approval_svc.integrations.service import Office
 from approval_svc.settings import ApprovalSettings
 from auth_svc.settings import AuthSettings
 from buffer_svc.settings import BufferSettings
@@ -51,7 +53,7 @@ from platform_common.auth import public
 from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers
-from platform_common.runtime import ServiceDefinition
+from platform_common.runtime import ServiceDefinition, ServiceRuntime
 from platform_common.sealing import ensure_private_key_file, public_key_of
 from platform_common.settings import DatabaseSettings, MessagingSettings, ServiceSettings
 
@@ -285,6 +287,17 @@ def secure_data_dir(data_dir: Path) -> None:
             path.chmod(wanted)
 
 
+async def _demo_consent_request(approval: ServiceRuntime, data: auth_svc.demo.DemoData) -> None:
+    """The pending demo client's consent request, in flight (its mail lands in the catcher)."""
+    office_name, office_nip = auth_svc.demo.OFFICE
+    client_name, client_nip = auth_svc.demo.CLIENT_PENDING
+    office = Office(data.office_id, office_name, office_nip)
+    if await approval_svc.demo.ensure_demo_request(
+        approval, office, data.users[auth_svc.demo.OFFICE_ADMIN], client_nip, client_name
+    ):
+        log.info("demo: consent request sent to %s for %s", approval_svc.demo.DEMO_CLIENT_EMAIL, client_name)
+
+
 async def _demo_ksef(sim: Sim, gateway: Gateway, public_url: str) -> None:
     try:
         await ensure_demo_ksef(sim, gateway, public_url)
@@ -352,7 +365,9 @@ def create_embedded_app(
                 # The demo accounts the README lists (idempotent: existing users keep their passwords).
                 auth_app = next(a for s, a in apps if s is AUTH_SERVICE)
                 _record_demo_password(data_dir, demo_password)
-                await auth_svc.demo.ensure_demo_data(auth_app.state.runtime, password=demo_password)
+                demo_data = await auth_svc.demo.ensure_demo_data(auth_app.state.runtime, password=demo_password)
+                approval_app = next(a for s, a in apps if s.name == approval_svc.main.DEFINITION.name)
+                await _demo_consent_request(approval_app.state.runtime, demo_data)
             if demo and ksef_sim_app is not None:
                 # The demo clients' KSeF data: invoices in the simulator, their tokens in the gateway's vault. The
                 # vault checks a token in KSeF over HTTP, i.e. through this server, which serves only once startup
