@@ -1,0 +1,171 @@
+"""The consent handshake across separate services over real PostgreSQL, real Kafka and a real SMTP listener:
+
+approval-svc (its own app) asks auth-svc (served on loopback: approval-svc verifies JWTs against its JWKS and
+reads the office there) for the office, publishes ``integration.changed`` through its outbox to Kafka; notify-svc
+consumes it and mails the consent link over SMTP; the client consents on the page; the code mail arrives; a wrong
+code is refused, the right one activates; auth-svc consumes the lifecycle and the relation turns active, then
+inactive on revocation. A redelivered event sends no second mail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+from sqlalchemy import select
+
+import approval_svc.main
+import auth_svc.demo
+import auth_svc.main
+import notify_svc.main
+from approval_svc.settings import ApprovalSettings
+from auth_svc.demo import CLIENT_PENDING, DEMO_PASSWORD, OFFICE_ADMIN
+from auth_svc.settings import AuthSettings
+from notify_svc.settings import MailDeliverySettings, NotifySettings, SmtpSettings
+from platform_common.app import create_service_app
+from platform_common.auth.settings import AuthClientSettings
+from platform_common.contracts.integrations import INTEGRATION_TOPIC
+from platform_common.messaging.dispatch import Outcome
+from platform_common.messaging.envelope import Envelope
+from platform_common.runtime import ServiceRuntime
+from platform_common.sealing import generate_keypair
+from platform_common.settings import DatabaseSettings, KafkaSettings, MessagingSettings
+from platform_common.testing import wait_until
+from platform_common.testing.auth import loopback_socket, serve_on_loopback
+from platform_common.testing.smtp import SmtpCatcher
+
+CLIENT_NAME, CLIENT_NIP = CLIENT_PENDING
+CLIENT_EMAIL = "zarzad@hurtownia.example.com"
+RETURN_EMAIL = "kody@biuro.example.com"
+APPROVAL_URL = "http://approval.test"
+CODE = re.compile(r"\b([A-HJ-NP-Z2-9]{5}-[A-HJ-NP-Z2-9]{5})\b")
+
+
+@pytest.fixture
+def catcher() -> Iterator[SmtpCatcher]:
+    with SmtpCatcher() as running:
+        yield running
+
+
+def _isolated(definition: object, run: str) -> object:
+    # A consumer group of this run's own: services of another run on the same broker must not take its events.
+    return dataclasses.replace(definition, name=f"{definition.name}-{run}")  # type: ignore[attr-defined,type-var]
+
+
+@pytest.mark.postgres
+@pytest.mark.kafka
+async def test_handshake_over_kafka_postgres_and_smtp(pg_url: str, kafka_bootstrap: str, catcher: SmtpCatcher) -> None:
+    private_key, public_key = generate_keypair()
+    run = uuid.uuid4().hex[:8]
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_partitions=1)
+    messaging = MessagingSettings(transport="kafka", relay_poll_interval_s=0.05)
+    db = DatabaseSettings(url=SecretStr(pg_url))
+    auth_settings = AuthSettings.model_validate(
+        {"db": db, "kafka": kafka, "messaging": messaging, "notify_public_key": public_key}
+    )
+    auth_app = create_service_app(_isolated(auth_svc.main.DEFINITION, run), auth_settings, migrate_on_start=True)  # type: ignore[arg-type]
+    sock = loopback_socket()
+    auth_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    approval_settings = ApprovalSettings(
+        db=db,
+        kafka=kafka,
+        messaging=messaging,
+        notify_public_key=public_key,
+        public_url=APPROVAL_URL,
+        auth_api_url=auth_url,
+        auth=AuthClientSettings(jwks_url=f"{auth_url}/.well-known/jwks.json"),
+    )
+    approval_app = create_service_app(
+        _isolated(approval_svc.main.DEFINITION, run),  # type: ignore[arg-type]
+        approval_settings,
+        migrate_on_start=True,
+    )
+    notify_settings = NotifySettings(
+        db=db,
+        kafka=kafka,
+        messaging=messaging,
+        seal_private_key=SecretStr(private_key),
+        smtp=SmtpSettings(host="127.0.0.1", port=catcher.port, timeout_s=5),
+        mail=MailDeliverySettings(poll_interval_s=0.2, retry_base_s=0.05, retry_max_s=0.2),
+    )
+    notify_app = create_service_app(_isolated(notify_svc.main.DEFINITION, run), notify_settings, migrate_on_start=True)  # type: ignore[arg-type]
+
+    async with (
+        LifespanManager(auth_app, startup_timeout=60),
+        serve_on_loopback(auth_app, sock),
+        LifespanManager(approval_app, startup_timeout=60),
+        LifespanManager(notify_app, startup_timeout=60),
+        httpx.AsyncClient(base_url=auth_url, timeout=30) as auth,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=approval_app), base_url=APPROVAL_URL) as approval,
+    ):
+        await auth_svc.demo.ensure_demo_data(auth_app.state.runtime)
+        login = await auth.post("/login", json={"email": OFFICE_ADMIN, "password": DEMO_PASSWORD})
+        admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        office_id = (await auth.get("/me", headers=admin)).json()["context"]["org"]
+
+        # An SMTP outage at first: the consent mail is delayed, not lost.
+        catcher.fail_next("421 4.3.2 Service not available, closing channel")
+        asked = await approval.post(
+            f"/offices/{office_id}/integrations",
+            json={
+                "client_nip": CLIENT_NIP,
+                "client_name": CLIENT_NAME,
+                "client_email": CLIENT_EMAIL,
+                "return_email": RETURN_EMAIL,
+                "client_language": "en",
+            },
+            headers=admin,
+        )
+        assert asked.status_code == 201, asked.text
+        integration = asked.json()
+        assert integration["office_nip"] == auth_svc.demo.OFFICE[1], "the office's NIP as auth-svc knows it"
+
+        (request_mail,) = await catcher.wait_for_mails(1, timeout=60)
+        assert catcher.refused == 1 and request_mail.recipients == (CLIENT_EMAIL,)
+        assert request_mail.message["Content-Language"] == "en"
+        link = re.search(rf"{APPROVAL_URL}/consent\?token=\S+", request_mail.body("plain"))
+        assert link, request_mail.body("plain")
+        page = await approval.get(link.group(0))
+        assert page.status_code == 200 and "Request for consent" in page.text
+        fields = dict(re.findall(r'name="(token|csrf)" value="([^"]+)"', page.text))
+        decided = await approval.post(
+            "/consent", data=fields | {"decision": "agree", "access_mode": "grant", "lang": "en"}
+        )
+        assert decided.status_code == 200 and "Grant permissions" in decided.text, decided.text
+
+        mails = await catcher.wait_for_mails(2, timeout=60)
+        code_mail = mails[1]
+        assert code_mail.recipients == (RETURN_EMAIL,)
+        found = CODE.search(code_mail.body("plain"))
+        assert found
+        url = f"/integrations/{integration['id']}/activation"
+        wrong = await approval.post(url, json={"code": "AAAAA-AAAA2"}, headers=admin)
+        assert wrong.status_code == 422, wrong.text
+        activated = await approval.post(url, json={"code": found.group(1)}, headers=admin)
+        assert activated.status_code == 200 and activated.json()["state"] == "active", activated.text
+
+        async def relation(state: str) -> bool:
+            clients = (await auth.get(f"/organisations/{office_id}/clients", headers=admin)).json()
+            return any(c["nip"] == CLIENT_NIP and c["state"] == state for c in clients)
+
+        await wait_until(lambda: relation("active"), timeout=60, what="auth-svc to follow integration.activated")
+        revoked = await approval.post(f"/integrations/{integration['id']}/revocation", headers=admin)
+        assert revoked.status_code == 200
+        await wait_until(lambda: relation("inactive"), timeout=60, what="auth-svc to follow integration.revoked")
+
+        # Redelivering the consent event to notify-svc sends nothing twice.
+        approval_rt: ServiceRuntime = approval_app.state.runtime
+        outbox = approval_rt.definition.tables.outbox
+        async with approval_rt.db.sessionmaker() as session:
+            first = (await session.execute(select(outbox.c.payload).order_by(outbox.c.seq).limit(1))).scalar_one()
+        notify_rt: ServiceRuntime = notify_app.state.runtime
+        envelope = Envelope.model_validate_json(first)
+        outcomes = await notify_rt.dispatcher.deliver(INTEGRATION_TOPIC, envelope.key, first.encode(), source="test")
+        assert outcomes == [Outcome.DUPLICATE]
+        assert len(catcher.mails) == 2
