@@ -9,6 +9,7 @@ PostgreSQL row of auth-svc and notify-svc is searched for each token in the form
 from __future__ import annotations
 
 import base64
+import re
 import dataclasses
 import logging
 import uuid
@@ -29,6 +30,7 @@ from starlette.routing import Mount
 import auth_svc.demo
 import auth_svc.main
 import notify_svc.main
+from approval_svc.demo import DEMO_CLIENT_EMAIL, DEMO_RETURN_EMAIL
 from auth_svc.demo import ACCOUNTANT, DEMO_PASSWORD, OFFICE_ADMIN
 from auth_svc.settings import AuthSettings
 from ksef_hub.embedded import NOTIFY_SEAL_KEY_FILE, create_embedded_app
@@ -143,6 +145,24 @@ async def _caught_mails(url: str, count: int) -> list[dict[str, Any]]:
     return caught
 
 
+async def _consent_secrets(url: str) -> list[str]:
+    """The demo's consent link is followed and agreed to; its token and the activation code that follows (in the
+    forms a person could type it) are what must rest nowhere."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        (request,) = [m for m in await _caught_mails(url, 3) if DEMO_CLIENT_EMAIL in m["to"]]
+        found = re.search(r"https?://\S+/approval/consent\?token=(\S+)", request["text"])
+        assert found, "the consent mail holds its link"
+        page = await client.get(f"/approval/consent?token={found.group(1)}")
+        assert page.status_code == 200, page.text
+        fields = dict(re.findall(r'name="(token|csrf)" value="([^"]+)"', page.text))
+        agreed = await client.post("/approval/consent", data=fields | {"decision": "agree", "access_mode": "token"})
+        assert agreed.status_code == 200, agreed.text
+        (code_mail,) = [m for m in await _caught_mails(url, 4) if DEMO_RETURN_EMAIL in m["to"]]
+        code = re.search(r"\b([A-HJ-NP-Z2-9]{5})-([A-HJ-NP-Z2-9]{5})\b", code_mail["text"])
+        assert code, "the code mail holds its code"
+        return [found.group(1), code.group(0), code.group(1) + code.group(2)]
+
+
 def _open_links(rows: list[Any], private_key: str) -> dict[str, str]:
     return {r.kind: unseal(private_key, r.sealed_link, info=INFO[r.kind]).decode() for r in rows}
 
@@ -195,10 +215,12 @@ async def test_embedded_run_leaves_no_link_token_in_its_data_files_or_logs(
         sealed = [r.sealed_link for r in rows]
         # While running, the -wal files hold the latest writes (auth-svc's outbox rows among them).
         assert _scan_files(data, secrets, sealed) == []
-        # The mails went out over SMTP to the embedded catcher, each with its link opened in the text.
-        text_to = {m["to"][0]: m["text"] for m in await _caught_mails(url, 2)}
+        # The mails went out over SMTP to the embedded catcher, each with its link opened in the text (the third is
+        # the demo's consent request).
+        text_to = {m["to"][0]: m["text"] for m in await _caught_mails(url, 3)}
         assert links["invitation"] in text_to[INVITEE] and links["password_reset"] in text_to[ACCOUNTANT]
         await _use_links(auth, links)
+        secrets += await _consent_secrets(url)
         assert _scan_files(data, secrets, sealed) == []
 
     assert _scan_files(data, secrets, sealed) == [], "after shutdown (databases checkpointed)"

@@ -78,6 +78,9 @@ def _redact_value(value: Any) -> Any:
     return value if redacted == text else redacted
 
 
+URL_LOGGERS = ("uvicorn.access", "httpx")
+
+
 class RedactingFilter(logging.Filter):
     """Redacts a record's message and arguments in place (uvicorn's access log passes the path with its query
     string as an argument, httpx the ``httpx.URL``), so every handler after it sees the redacted record."""
@@ -158,6 +161,12 @@ def configure_logging(level: str = "INFO", *, json: bool = True, force: bool = F
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if h.get_name() != "ksef-hub"] + [handler]
     root.setLevel(level.upper())
+    # The loggers that write full URLs redact at the source too, so a handler added before ours (a test's log
+    # capture, an APM agent) never meets a consent link's token or a pre-signed URL either.
+    for name in URL_LOGGERS:
+        source = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in source.filters):
+            source.addFilter(RedactingFilter())
     # uvicorn's own handlers would print a second, unstructured copy.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers = []

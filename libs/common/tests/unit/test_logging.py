@@ -111,3 +111,22 @@ def test_a_record_from_a_thread_after_the_configured_stream_closed_is_written_no
     err = capfd.readouterr().err
     assert "Logging error" not in err
     assert "worker thread still logging" in err
+
+
+def test_url_loggers_redact_at_the_source_for_every_handler() -> None:
+    """A handler attached before the platform's (a test's capture, an APM agent) sees the redacted record too."""
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    early = Collect()
+    logging.getLogger().addHandler(early)
+    try:
+        configure_logging("INFO", json=True, force=True)
+        logging.getLogger("httpx").info("HTTP Request: %s %s", "GET", "https://hub.example/consent?token=s3cr3t-value")
+        logging.getLogger("uvicorn.access").info('%s - "%s %s"', "127.0.0.1", "GET", "/consent?token=s3cr3t-value")
+    finally:
+        logging.getLogger().removeHandler(early)
+    assert len(seen) == 2 and not any("s3cr3t-value" in line for line in seen), seen
