@@ -9,9 +9,9 @@ PostgreSQL row of auth-svc and notify-svc is searched for each token in the form
 from __future__ import annotations
 
 import base64
-import re
 import dataclasses
 import logging
+import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
