@@ -139,9 +139,13 @@ async def test_handshake_over_kafka_postgres_and_smtp(pg_url: str, kafka_bootstr
         )
         assert decided.status_code == 200 and "Grant permissions" in decided.text, decided.text
 
-        mails = await catcher.wait_for_mails(2, timeout=60)
-        code_mail = mails[1]
-        assert code_mail.recipients == (RETURN_EMAIL,)
+        # The code to the office; and, since nobody of the client company is on the platform yet, an invitation to
+        # the person who consented to become its owner (in the language the office chose for the client).
+        mails = await catcher.wait_for_mails(3, timeout=60)
+        (code_mail,) = [m for m in mails if m.recipients == (RETURN_EMAIL,)]
+        (invitation,) = [m for m in mails[1:] if m.recipients == (CLIENT_EMAIL,)]
+        assert "/invitations/accept?token=" in invitation.body("plain")
+        assert invitation.message["Content-Language"] == "en" and CLIENT_NAME in invitation.message["Subject"]
         found = CODE.search(code_mail.body("plain"))
         assert found
         url = f"/integrations/{integration['id']}/activation"
@@ -168,4 +172,4 @@ async def test_handshake_over_kafka_postgres_and_smtp(pg_url: str, kafka_bootstr
         envelope = Envelope.model_validate_json(first)
         outcomes = await notify_rt.dispatcher.deliver(INTEGRATION_TOPIC, envelope.key, first.encode(), source="test")
         assert outcomes == [Outcome.DUPLICATE]
-        assert len(catcher.mails) == 2
+        assert len(catcher.mails) == 3

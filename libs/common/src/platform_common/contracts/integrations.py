@@ -78,6 +78,10 @@ class IntegrationConsented(IntegrationChange, SealedLinkEvent):
     event_version: ClassVar[int] = 1
 
     return_email: str
+    # The address the consent link went to: auth-svc invites that person as the owner of a company nobody of
+    # which is on the platform yet (``None`` when a signed-in user of the company consented).
+    client_email: str | None = None
+    client_language: Literal["pl", "en"] | None = None
     sealed_code: str = Field(pattern=r"^hpke1\.[A-Za-z0-9_-]+$")
     code_expires_at: datetime
     # The return address's language (the office chose it with the request).

@@ -326,6 +326,8 @@ class Integrations:
                     expires_at=code_expires,
                     language=row.return_language,
                     return_email=row.return_email,
+                    client_email=row.client_email if visitor is None else None,
+                    client_language=row.client_language,
                     sealed_code=IntegrationConsented.seal_code(key, code.display),
                     code_expires_at=code_expires,
                     return_language=row.return_language,

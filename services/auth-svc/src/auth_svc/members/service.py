@@ -183,44 +183,76 @@ class Members:
         member_role = parse_role(role)
         recipient = notify_public_key(self._settings.notify_public_key)
         async with self._uow.begin() as tx:
-            repo = MemberRepository(tx.session)
             org = await self._organisations.access(tx, actor, org_id, Perm.USERS_MANAGE)
             check_role_fits(member_role, org.kind)
             restricted_to = await self._check_client_ids(tx, org, member_role, client_ids)
-            existing = await repo.user_by_email(email)
-            if existing is not None and await repo.membership(existing.id, org_id) is not None:
-                raise Problem(409, "Conflict", "This user is already a member.", code="already-member")
-            now = tx.clock()
-            token = new_token()
-            invitation_id = uuid.uuid4()
-            expires_at = now + timedelta(seconds=self._settings.invitation_ttl_s)
-            await repo.add_invitation(
-                id=invitation_id,
+            view = await self._invite_in(tx, org, email, member_role, restricted_to, recipient, actor.user_id)
+            await tx.audit("member.invited", orgs=[org_id], actor=actor, subject=email, role=str(member_role))
+            return view
+
+    async def invite_consenting_owner(self, tx: Tx, client_id: uuid.UUID, email: str, language: str | None) -> bool:
+        """A company that had nobody on the platform consented through the e-mail the office named: that person is
+        invited as its owner (inside the consumer's transaction). Whether an invitation was made."""
+        repo = MemberRepository(tx.session)
+        if await repo.members_of(client_id) or self._settings.notify_public_key is None:
+            return False
+        org = await self._organisations.row(tx, client_id)
+        assert org is not None
+        recipient = notify_public_key(self._settings.notify_public_key)
+        await self._invite_in(
+            tx, org, validated_email(email), Role.CLIENT_OWNER, None, recipient, None, language=language
+        )
+        await tx.audit("member.invited", orgs=[client_id], subject=email, role=str(Role.CLIENT_OWNER), consent=True)
+        return True
+
+    async def _invite_in(
+        self,
+        tx: Tx,
+        org: Any,
+        email: str,
+        member_role: Role,
+        restricted_to: list[uuid.UUID] | None,
+        recipient: str,
+        invited_by: uuid.UUID | None,
+        *,
+        language: str | None = None,
+    ) -> dict[str, Any]:
+        repo = MemberRepository(tx.session)
+        org_id = org.id
+        existing = await repo.user_by_email(email)
+        if existing is not None and await repo.membership(existing.id, org_id) is not None:
+            raise Problem(409, "Conflict", "This user is already a member.", code="already-member")
+        now = tx.clock()
+        token = new_token()
+        invitation_id = uuid.uuid4()
+        expires_at = now + timedelta(seconds=self._settings.invitation_ttl_s)
+        await repo.add_invitation(
+            id=invitation_id,
+            organisation_id=org_id,
+            email=email,
+            role=member_role,
+            client_ids=[str(c) for c in restricted_to] if restricted_to is not None else None,
+            token_hash=token_hash(token),
+            invited_by=invited_by,
+            created_at=now,
+            expires_at=expires_at,
+        )
+        link = f"{self._settings.link_base_url.rstrip('/')}/invitations/accept?token={quote(token)}"
+        await self._outbox.emit(
+            tx.session,
+            UserInvited(
+                invitation_id=invitation_id,
                 organisation_id=org_id,
+                organisation_name=org.name,
                 email=email,
                 role=member_role,
-                client_ids=[str(c) for c in restricted_to] if restricted_to is not None else None,
-                token_hash=token_hash(token),
-                invited_by=actor.user_id,
-                created_at=now,
+                sealed_link=UserInvited.seal_link(recipient, link),
                 expires_at=expires_at,
-            )
-            link = f"{self._settings.link_base_url.rstrip('/')}/invitations/accept?token={quote(token)}"
-            await self._outbox.emit(
-                tx.session,
-                UserInvited(
-                    invitation_id=invitation_id,
-                    organisation_id=org_id,
-                    organisation_name=org.name,
-                    email=email,
-                    role=member_role,
-                    sealed_link=UserInvited.seal_link(recipient, link),
-                    expires_at=expires_at,
-                ),
-                tenant=str(org_id),
-            )
-            await tx.audit("member.invited", orgs=[org_id], actor=actor, subject=email, role=str(member_role))
-            return {"id": invitation_id, "email": email, "role": member_role, "expires_at": expires_at}
+                language=language if language in ("pl", "en") else None,
+            ),
+            tenant=str(org_id),
+        )
+        return {"id": invitation_id, "email": email, "role": member_role, "expires_at": expires_at}
 
     async def list_invitations(self, actor: Principal, org_id: uuid.UUID) -> list[dict[str, Any]]:
         async with self._uow.begin() as tx:

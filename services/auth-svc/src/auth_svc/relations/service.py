@@ -136,12 +136,13 @@ class Relations:
             (row,) = await repo.clients_of(office_id, [client_id])
             return _relation_view(row)
 
-    async def follow_integration(self, tx: Tx, change: IntegrationChange, client_name: str | None) -> None:
+    async def follow_integration(self, tx: Tx, change: IntegrationChange, client_name: str | None) -> uuid.UUID | None:
         """approval-svc changed an integration: the relation takes its state (inside the consumer's transaction).
 
         A first request creates the client company (named as the office named it) and a pending relation; an
         integration that is active makes it active; any end or suspension makes it inactive. Changes apply in
-        revision order only, so a late replay of an older change never undoes a newer one."""
+        revision order only, so a late replay of an older change never undoes a newer one. Returns the client
+        company's id, or ``None`` when the change was older than what the relation holds."""
         repo = RelationRepository(tx.session)
         now = tx.clock()
         if await self._organisations.row(tx, change.office_id) is None:
@@ -172,7 +173,7 @@ class Relations:
                 and relation.integration_revision is not None
                 and relation.integration_revision >= change.revision
             ):
-                return
+                return None
             previous = relation.state
             await repo.follow(
                 change.office_id,
@@ -194,6 +195,7 @@ class Relations:
                 state=str(target),
                 integration=change.event_type,
             )
+        return client_id
 
     async def ensure(self, office_id: uuid.UUID, client_id: uuid.UUID, state: RelationState) -> None:
         """Bootstrap and demo data (no actor)."""
