@@ -22,7 +22,7 @@ DEFINITION = ServiceDefinition(
     migrations="approval_svc:migrations",
     routers=(api_router,),
     subscriptions=integrations.subscriptions,
-    components=lambda runtime: (Approval.of(runtime).offices,),
+    components=lambda runtime: (Approval.of(runtime).offices, Approval.of(runtime).expiry),
     description="Office-client consent and activation-code handshake, integration state, month approval.",
 )
 

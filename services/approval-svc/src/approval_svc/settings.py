@@ -15,6 +15,8 @@ class IntegrationSettings(BaseModel):
     activation_code_ttl_s: float = Field(default=72 * 3600, gt=0)
     # Wrong codes that lock the code; only a renewed request helps then.
     max_code_attempts: int = Field(default=5, ge=1)
+    # How often unused links and codes past their expiry are marked expired (refusal at use does not wait for it).
+    expiry_interval_s: float = Field(default=300, gt=0)
 
 
 class ApprovalSettings(ServiceSettings):

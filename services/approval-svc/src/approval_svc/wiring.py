@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 
+from approval_svc.integrations.expiry import ExpirySweeper
 from approval_svc.integrations.offices import OfficeDirectory
 from approval_svc.integrations.service import Integrations
 from approval_svc.settings import ApprovalSettings
@@ -15,6 +16,7 @@ from platform_common.runtime import ServiceRuntime
 class Approval:
     integrations: Integrations
     offices: OfficeDirectory
+    expiry: ExpirySweeper
 
     @classmethod
     def of(cls, runtime: ServiceRuntime) -> Approval:
@@ -22,15 +24,17 @@ class Approval:
         if built is None:
             settings = runtime.settings
             assert isinstance(settings, ApprovalSettings)
+            integrations = Integrations(
+                runtime.db,
+                runtime.outbox,
+                settings.integrations,
+                public_url=settings.public_url,
+                notify_public_key=settings.notify_public_key,
+            )
             built = _BUILT[runtime] = cls(
-                integrations=Integrations(
-                    runtime.db,
-                    runtime.outbox,
-                    settings.integrations,
-                    public_url=settings.public_url,
-                    notify_public_key=settings.notify_public_key,
-                ),
+                integrations=integrations,
                 offices=OfficeDirectory(settings.auth_api_url, timeout_s=settings.auth.timeout_s),
+                expiry=ExpirySweeper(integrations, interval_s=settings.integrations.expiry_interval_s),
             )
         return built
 

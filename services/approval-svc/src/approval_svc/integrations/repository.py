@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Row, and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from approval_svc.db import integration
@@ -46,6 +47,21 @@ class IntegrationRepository:
 
     async def of_client(self, client_nip: str) -> Sequence[Row[Any]]:
         stmt = select(integration).where(integration.c.client_nip == client_nip).order_by(integration.c.office_name)
+        return (await self.s.execute(stmt)).all()
+
+    async def overdue(self, now: datetime, limit: int) -> Sequence[Row[Any]]:
+        """Requests whose link, and consents whose code, ran out unused: the oldest first."""
+        stmt = (
+            select(integration.c.id)
+            .where(
+                or_(
+                    and_(integration.c.state == "requested", integration.c.consent_expires_at <= now),
+                    and_(integration.c.state == "consented", integration.c.code_expires_at <= now),
+                )
+            )
+            .order_by(integration.c.updated_at)
+            .limit(limit)
+        )
         return (await self.s.execute(stmt)).all()
 
     async def add(self, values: dict[str, Any]) -> None:

@@ -336,6 +336,29 @@ class Integrations:
             log.info("integration %s: consent given, activation code issued", row.id)
             return self._view(row)
 
+    async def expire_overdue(self, limit: int = 100) -> int:
+        """Expire what ran out unused (a link, or a code), each in its own transaction with its event, so the office
+        sees it and auth-svc ends the pending relation without anybody having to touch the integration first."""
+        async with self._db.sessionmaker() as session:
+            overdue = [r.id for r in await IntegrationRepository(session).overdue(self.clock(), limit)]
+        expired = 0
+        for integration_id in overdue:
+            async with self._db.sessionmaker() as session, session.begin():
+                repo = IntegrationRepository(session)
+                row = await repo.get(integration_id, lock=True)
+                now = self.clock()
+                due = row is not None and (
+                    (row.state == IntegrationState.REQUESTED and row.consent_expires_at <= now)
+                    or (row.state == IntegrationState.CONSENTED and row.code_expires_at <= now)
+                )
+                if row is None or not due:
+                    continue  # changed since it was listed
+                await self._transition(
+                    repo, row, Transition.EXPIRE, Side.PLATFORM, None, {"ended_at": now, "code_hash": None}
+                )
+                expired += 1
+        return expired
+
     # --- the gateway's reports -------------------------------------------------------------------------------------
 
     async def access_changed(self, session: Any, event: CredentialAccessChange) -> None:

@@ -208,3 +208,20 @@ async def test_another_office_sees_nothing(integrations: Integrations, runtime: 
     await _refused("not-found", integrations.get(other, integration_id))
     await _refused("not-found", integrations.change_state(other, integration_id, Transition.REVOKE))
     await _refused("not-found", integrations.activate(other, integration_id, "AAAAA-AAAAA"))
+
+
+async def test_unused_links_and_codes_expire_in_the_background(
+    integrations: Integrations, runtime: ServiceRuntime, clock: Clock
+) -> None:
+    unanswered, _ = await _ask(integrations, runtime, CLIENT_A)
+    consented, token = await _ask(integrations, runtime, CLIENT_B)
+    await _consent(integrations, runtime, token)
+    assert await integrations.expire_overdue() == 0
+    clock.now += timedelta(hours=73)  # past the code's 72 h, not the link's 7 days
+    assert await integrations.expire_overdue() == 1
+    assert (await integrations.get(ADMIN, consented))["state"] == "expired"
+    assert (await integrations.get(ADMIN, unanswered))["state"] == "requested"
+    clock.now += timedelta(days=7)
+    assert await integrations.expire_overdue() == 1
+    assert (await integrations.get(ADMIN, unanswered))["state"] == "expired"
+    assert [e.type for e in await _events(runtime)][-2:] == ["integration.expired", "integration.expired"]
