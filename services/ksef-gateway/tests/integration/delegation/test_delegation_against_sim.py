@@ -75,7 +75,9 @@ class World:
     tokens: TokenFactory
     db_url: str
 
-    def headers(self, *, org_kind: str = "office", perms: tuple[str, ...] = ("ksef.credentials.manage",)) -> dict[str, str]:
+    def headers(
+        self, *, org_kind: str = "office", perms: tuple[str, ...] = ("ksef.credentials.manage",)
+    ) -> dict[str, str]:
         token = self.tokens.mint(sub="user-1", perms=list(perms), nips=[CLIENT], org_kind=org_kind)
         return {"Authorization": f"Bearer {token}"}
 
@@ -135,7 +137,9 @@ class World:
 
     async def access_events(self) -> list[tuple[str, dict[str, Any]]]:
         outbox = messaging_tables.outbox
-        rows = await self.scalar(select(outbox.c.payload).where(outbox.c.topic == "credential.access").order_by(outbox.c.seq))
+        rows = await self.scalar(
+            select(outbox.c.payload).where(outbox.c.topic == "credential.access").order_by(outbox.c.seq)
+        )
         envelopes = [json.loads(row[0]) for row in rows]
         return [(e["type"], e["payload"]) for e in envelopes]
 
@@ -237,7 +241,8 @@ async def test_the_office_certificate_syncs_a_granting_client_until_the_grant_is
     async def lost() -> bool:
         return [t for t, _ in await world.access_events()] == ["credential.access_verified", "credential.access_lost"]
 
-    # The scheduled re-check, every CHECK_INTERVAL_S, is what notices it: nothing else tells the gateway.
+    # KSeF tells nobody: the re-check every CHECK_INTERVAL_S notices it, or sooner the sync's refreshed token
+    # meeting 403 missing-permissions, which asks for a check at once.
     await wait_until(lost, timeout=30, what="credential.access_lost")
     _, payload = (await world.access_events())[-1]
     assert payload["ksef_code"] == 415 and payload["office_nip"] == OFFICE
@@ -335,9 +340,7 @@ async def test_refusals_are_problem_documents(world: World) -> None:
     assert missing.status_code == 404 and missing.json()["type"].endswith("/no-credential")
     unknown = await world.api.post(f"/clients/{CLIENT}/delegation/check", headers=world.headers())
     assert unknown.status_code == 404 and unknown.json()["type"].endswith("/no-delegation")
-    not_ops = await world.api.put(
-        f"/clients/{CLIENT}/delegation", json={"office_nip": OFFICE}, headers=world.headers()
-    )
+    not_ops = await world.api.put(f"/clients/{CLIENT}/delegation", json={"office_nip": OFFICE}, headers=world.headers())
     assert not_ops.status_code == 403
 
     # Without the client's grant the office certificate is refused in the client's context: lost, code 415.

@@ -8,6 +8,7 @@ from ksef_gateway.delegation.domain import (
     AccessState,
     CheckAnswer,
     DelegatedAccess,
+    IntegrationDecision,
     after_check,
     decide_integration,
     judge_permissions,
@@ -43,7 +44,9 @@ def access(**overrides: object) -> DelegatedAccess:
     return DelegatedAccess(**values)  # type: ignore[arg-type]
 
 
-def decide(current: DelegatedAccess | None, revision: int, state: str, mode: str | None = "grant", office: str = OFFICE):
+def decide(
+    current: DelegatedAccess | None, revision: int, state: str, mode: str | None = "grant", office: str = OFFICE
+) -> IntegrationDecision:
     return decide_integration(
         current, revision=revision, state=state, access_mode=mode, office_nip=office, send_sales=False
     )
