@@ -208,3 +208,52 @@ sync_rejection = Table(
     Column("first_seen_at", UtcDateTime, nullable=False),
     Column("last_seen_at", UtcDateTime, nullable=False),
 )
+
+
+# --- delegated access (gateway_0006) -----------------------------------------------------------------------------
+# One certificate per accounting office NIP, sealed like a credential (vault/envelope.py) with the associated data
+# bound to (id, office NIP); it authenticates in every client context whose owner granted the office's NIP.
+office_certificate = Table(
+    "office_certificate",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("office_nip", String(10), nullable=False, unique=True),
+    Column("environment", String(8), nullable=False),
+    Column("certificate_pem", Text, nullable=False),
+    Column("certificate_fingerprint", String(64), nullable=False),
+    Column("certificate_subject", String(500), nullable=False),
+    Column("valid_until", UtcDateTime, nullable=False),
+    Column("secret_ciphertext", LargeBinary, nullable=False),
+    Column("wrapped_data_key", LargeBinary, nullable=False),
+    Column("master_key_id", String(64), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Per client served by delegation: which office, whether approval-svc's integration allows it now (``active``, at
+# ``revision``: older events are ignored), and what the last live check in KSeF said.
+delegated_access = Table(
+    "delegated_access",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("office_nip", String(10), nullable=False),
+    Column("mode", String(8), nullable=False),  # grant
+    Column("active", Boolean, nullable=False),
+    Column("send_sales", Boolean, nullable=False),
+    Column("revision", Integer, nullable=False),  # the integration's revision last applied (0: set through the API)
+    Column("state", String(16), nullable=False),  # unverified | verified | lost
+    Column("verified_at", UtcDateTime, nullable=True),
+    Column("lost_at", UtcDateTime, nullable=True),
+    Column("lost_reason", Text, nullable=True),
+    Column("ksef_code", Integer, nullable=True),
+    Column("permissions", Json, nullable=False),  # what the office held in the client's context at the last check
+    Column("checked_at", UtcDateTime, nullable=True),
+    Column("check_error", Text, nullable=True),  # the last inconclusive check (KSeF did not answer)
+    Column("next_check_at", UtcDateTime, nullable=True),
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "next_check_at"),
+    Index(None, "office_nip"),
+)

@@ -2,6 +2,8 @@ from fastapi import APIRouter
 
 from ksef_gateway.communication.api import router as communication_router
 from ksef_gateway.db import messaging_tables, metadata
+from ksef_gateway.delegation.api import router as delegation_router
+from ksef_gateway.delegation.consumers import subscriptions
 from ksef_gateway.purchases.api import router as purchases_router
 from ksef_gateway.settings import SCHEMA, SERVICE_NAME, GatewaySettings
 from ksef_gateway.sync.api import router as sync_router
@@ -12,7 +14,7 @@ from platform_common.cli import service_cli
 from platform_common.runtime import ServiceDefinition
 
 api_router = APIRouter()
-for router in (vault_router, communication_router, sync_router, purchases_router):
+for router in (vault_router, delegation_router, communication_router, sync_router, purchases_router):
     api_router.include_router(router)
 
 DEFINITION = ServiceDefinition(
@@ -22,8 +24,8 @@ DEFINITION = ServiceDefinition(
     tables=messaging_tables,
     migrations="ksef_gateway:migrations",
     routers=(api_router,),
-    # The gateway consumes no events yet (sales sending will); a subscription's name is its inbox identity.
-    subscriptions=lambda runtime: (),
+    # approval-svc's integration lifecycle starts and stops delegated access (delegation/consumers.py).
+    subscriptions=subscriptions,
     components=lambda runtime: (Gateway.of(runtime),),
     description="The only component that talks to KSeF: credentials, sessions, purchase sync, sales sending.",
 )

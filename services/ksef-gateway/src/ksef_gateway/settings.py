@@ -235,6 +235,21 @@ class SyncSettings(BaseModel):
     )
 
 
+class DelegationSettings(BaseModel):
+    """KSeF access by delegation: the office's certificate used in a client's context after the client's grant."""
+
+    enabled: bool = Field(default=True, description="Run the delegated-access checker in this process.")
+    check_interval_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="How often a delegated client's grant is re-checked in KSeF (a fresh authentication with the "
+        "office's certificate in the client's context; it counts against that context's budget).",
+    )
+    retry_after_s: float = Field(
+        default=60.0, gt=0, description="Next try after a check KSeF could not answer (outage, 429, budget)."
+    )
+
+
 class GatewaySettings(ServiceSettings):
     """Every variable is ``GATEWAY_<FIELD>``, nested with ``__``:
     ``GATEWAY_DB__URL``, ``GATEWAY_KAFKA__BOOTSTRAP_SERVERS``, ``GATEWAY_KSEF__ENVIRONMENT``."""
@@ -246,3 +261,4 @@ class GatewaySettings(ServiceSettings):
     vault: VaultSettings = VaultSettings()
     budget: BudgetSettings = BudgetSettings()
     sync: SyncSettings = SyncSettings()
+    delegation: DelegationSettings = DelegationSettings()

@@ -15,6 +15,8 @@ import httpx
 
 from ksef_gateway.budget.service import Budget, RateBudget
 from ksef_gateway.communication.service import CommunicationLog
+from ksef_gateway.delegation.checker import DelegationChecker
+from ksef_gateway.delegation.service import DelegatingCredentials, Delegation, SyncContexts
 from ksef_gateway.ksef import KsefClients
 from ksef_gateway.ksef.client import GATEWAY_PRODUCT
 from ksef_gateway.ownership.service import ContextLeases
@@ -63,7 +65,27 @@ class Gateway:
         self.vault = Vault(
             runtime.db, keyring, self.ksef, settings=self.settings.vault, default_environment=ksef.environment
         )
-        self.sessions = SessionManager(self.ksef, self.vault, self.leases, refresh_margin_s=ksef.refresh_margin_s)
+        # Delegated access: the office's certificate in a client's context after the client's grant in KSeF; the
+        # session manager asks it first and falls back to the client's own credential in the vault.
+        self.delegation = Delegation(
+            runtime.db,
+            runtime.outbox,
+            keyring,
+            self.ksef,
+            self.leases,
+            self.settings.delegation,
+            default_environment=ksef.environment,
+            validation_timeout_s=self.settings.vault.validation_timeout_s,
+        )
+        self.delegation_checker = DelegationChecker(self.delegation)
+        self.sessions = SessionManager(
+            self.ksef,
+            DelegatingCredentials(self.vault, self.delegation),
+            self.leases,
+            refresh_margin_s=ksef.refresh_margin_s,
+        )
+        self.sessions.on_refused(self.delegation.refused)
+        self.delegation.on_access_changed(self.sessions.invalidate)
         self.vault.on_credential_changed(self.sessions.invalidate)
         self.online_sessions = OnlineSessions(
             self.sessions, idle_s=ksef.online_session_idle_s, sweep_interval_s=ksef.online_session_sweep_interval_s
@@ -77,8 +99,13 @@ class Gateway:
             self.settings.sync,
             tracer=runtime.telemetry.tracer("ksef_hub.ksef-gateway.sync"),
         )
-        self.sync = SyncScheduler(self.sync_engine, LeasedVaultTargets(self.vault, self.leases), self.settings.sync)
+        self.sync = SyncScheduler(
+            self.sync_engine,
+            LeasedVaultTargets(SyncContexts(self.vault, self.delegation), self.leases),
+            self.settings.sync,
+        )
         self.vault.on_credential_changed(self.sync.credential_changed)
+        self.delegation.on_access_changed(self.sync.credential_changed)
         self.sync_service = SyncService(self.sync_engine, self.sync, self.vault, self.budget)
         self.invoices = Invoices(runtime.db.sessionmaker, self.sync_service.is_known)
 
@@ -91,12 +118,15 @@ class Gateway:
         )
         await self.vault.start()
         await self.online_sessions.start()
+        if self.settings.delegation.enabled:
+            await self.delegation_checker.start()
         await self.sync.start()
 
     async def stop(self) -> None:
         # Reverse order: online sessions close through live tokens, leases are released for the peers, and the
         # shared HTTP client goes last.
         await self.sync.stop()
+        await self.delegation_checker.stop()
         await self.online_sessions.stop()
         await self.sessions.close()
         await self.vault.stop()

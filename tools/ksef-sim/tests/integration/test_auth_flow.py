@@ -592,3 +592,53 @@ async def test_deceased_person_ends_with_470(client: httpx.AsyncClient) -> None:
     status = await status_of(client, init)
     assert status["status"]["code"] == 470
     assert (await redeem(client, init)).status_code == 400
+
+
+async def test_an_office_certificate_works_in_a_client_context_only_while_the_entity_grant_stands(
+    client: httpx.AsyncClient, sim: Sim, mint_access: Callable[..., str]
+) -> None:
+    """REFERENCE.md §15 "Accounting office": the office's own certificate (subject = office NIP) authenticates in the
+    client's context once the client granted the office's NIP an entity permission; revoked, a new authentication
+    ends with 415, and a refresh mints an access token without the permission (403 missing-permissions)."""
+    office = person_cert(OTHER_NIP)
+    client_context = Identifier("Nip", NIP)
+
+    refused = (await submit_xades(client, office, context=client_context)).json()
+    assert (await status_of(client, refused))["status"]["code"] == 415
+    assert error_codes(await redeem(client, refused)) == [21301]
+
+    owner = bearer(mint_access(NIP))
+    granted = await client.post(
+        "/permissions/entities/grants",
+        json={
+            "subjectIdentifier": {"type": "Nip", "value": OTHER_NIP},
+            "permissions": [{"type": "InvoiceRead", "canDelegate": False}],
+            "description": "biuro rachunkowe",
+            "subjectDetails": {"fullName": "Biuro Rachunkowe"},
+        },
+        headers=owner,
+    )
+    assert granted.status_code == 202, granted.text
+
+    init = (await submit_xades(client, office, context=client_context)).json()
+    assert (await status_of(client, init))["status"]["code"] == 200
+    pair = (await redeem(client, init)).json()
+    access = pair["accessToken"]["token"]
+    claims = sim.tokens.decode(access, expected_type=ACCESS_TOKEN, now=sim.clock.now())
+    assert (claims["civ"], claims["siv"]) == (NIP, OTHER_NIP)
+    missing = "/invoices/ksef/5265877635-20260101-0123456789AB-00"
+    assert (await client.get(missing, headers=bearer(access))).status_code != 403
+
+    listed = await client.post(
+        "/permissions/query/persons/grants", json={"queryType": "PermissionsGrantedInCurrentContext"}, headers=owner
+    )
+    [grant] = [p for p in listed.json()["permissions"] if p["authorizedIdentifier"]["value"] == OTHER_NIP]
+    revoked = await client.delete(f"/permissions/common/grants/{grant['id']}", headers=owner)
+    assert revoked.status_code == 202, revoked.text
+
+    again = (await submit_xades(client, office, context=client_context)).json()
+    assert (await status_of(client, again))["status"]["code"] == 415
+    refreshed = await client.post("/auth/token/refresh", headers=bearer(pair["refreshToken"]["token"]))
+    assert refreshed.status_code == 200, refreshed.text
+    forbidden = await client.get(missing, headers=bearer(refreshed.json()["accessToken"]["token"]))
+    assert forbidden.status_code == 403 and forbidden.json()["reasonCode"] == "missing-permissions"

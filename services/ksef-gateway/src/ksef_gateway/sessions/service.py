@@ -32,6 +32,7 @@ from ksef_gateway.ksef import (
     KsefClient,
     KsefClients,
     KsefError,
+    KsefForbidden,
     KsefRateLimited,
     KsefUnauthorized,
     KsefUnavailable,
@@ -105,12 +106,25 @@ class SessionManager:
         self._contexts: dict[str, _Context] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._invalidation_listeners: list[Callable[[str], Awaitable[None]]] = []
+        self._refusal_listeners: list[Callable[[str, KsefError], Awaitable[None]]] = []
         if leases is not None:
             leases.on_lost(self._forget)
 
     def on_invalidate(self, listener: Callable[[str], Awaitable[None]]) -> None:
         """``await listener(nip)`` before a context's KSeF session is closed (e.g. to close its online sessions)."""
         self._invalidation_listeners.append(listener)
+
+    def on_refused(self, listener: Callable[[str, KsefError], Awaitable[None]]) -> None:
+        """``await listener(nip, error)`` when KSeF refused a call in the context for lack of permission (403, or
+        400 21301): delegated access re-checks its grant at once instead of at its next interval."""
+        self._refusal_listeners.append(listener)
+
+    async def _refused(self, context_nip: str, error: KsefError) -> None:
+        for listener in self._refusal_listeners:
+            try:
+                await listener(context_nip, error)
+            except Exception:
+                log.exception("refusal listener failed for %s", context_nip)
 
     def _forget(self, context_nip: str) -> None:
         # The lease is gone: the new owner authenticates itself; our tokens simply run out unused.
@@ -203,15 +217,23 @@ class SessionManager:
 
         ``priority`` and ``max_wait_s`` are the budget hints for the token refresh this may need; ``operation``
         passes the same hints to its own KSeF call (the caller builds it)."""
-        token = await self.access_token(context_nip, priority=priority, max_wait_s=max_wait_s)
         try:
-            return await operation(self._client_of(context_nip), token)
-        except KsefUnauthorized:
-            log.info("KSeF rejected the access token of %s; getting a fresh one", context_nip)
-            async with self._locks[context_nip]:
-                self._expire_access(context_nip, token)
             token = await self.access_token(context_nip, priority=priority, max_wait_s=max_wait_s)
-            return await operation(self._client_of(context_nip), token)
+            try:
+                return await operation(self._client_of(context_nip), token)
+            except KsefUnauthorized:
+                log.info("KSeF rejected the access token of %s; getting a fresh one", context_nip)
+                async with self._locks[context_nip]:
+                    self._expire_access(context_nip, token)
+                token = await self.access_token(context_nip, priority=priority, max_wait_s=max_wait_s)
+                return await operation(self._client_of(context_nip), token)
+        except KsefForbidden as error:
+            await self._refused(context_nip, error)
+            raise
+        except KsefError as error:
+            if 21301 in error.codes:
+                await self._refused(context_nip, error)
+            raise
 
     def _client_of(self, context_nip: str) -> KsefClient:
         known = self._contexts.get(context_nip)

@@ -25,7 +25,7 @@ from ksef_gateway.ownership.service import ContextLeases
 from ksef_gateway.settings import SyncSettings
 from ksef_gateway.sync.domain import SubjectType, enabled_subjects, order_due
 from ksef_gateway.sync.engine import Clock, RunReport, SyncEngine, utcnow
-from ksef_gateway.vault.service import Vault
+from ksef_gateway.vault.service import ActiveContext
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +151,18 @@ class SyncScheduler:
         return report
 
 
+class ContextSource(Protocol):
+    """The vault, or anything listing contexts the way it does (the vault's plus the delegated clients)."""
+
+    async def active_contexts(self) -> list[ActiveContext]: ...
+
+
 class LeasedVaultTargets:
     """The vault's active contexts whose lease this replica holds, after moving it towards its fair share of them
     (``ContextLeases.balance``): each tick it takes free contexts while under the share and hands surplus over while
     above it, never a context with a run in flight (``is_busy``; the scheduler sets it to its own running runs)."""
 
-    def __init__(self, vault: Vault, leases: ContextLeases | None) -> None:
+    def __init__(self, vault: ContextSource, leases: ContextLeases | None) -> None:
         self._vault = vault
         self._leases = leases
         self.is_busy: Callable[[str], bool] = lambda nip: False
