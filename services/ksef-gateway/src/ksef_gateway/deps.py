@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ksef_gateway.vault.domain import CredentialError
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import require
 from platform_common.auth.principal import Principal
@@ -33,3 +34,13 @@ def client_nip(nip: str) -> str:
     if normalized != nip:
         raise Problem(422, "Invalid NIP", "Write the NIP as its ten digits only.", code="invalid-nip")
     return normalized
+
+
+def actor_of(principal: Principal) -> str:
+    """Who changed a credential, as the vault and the delegation records keep it."""
+    return f"{principal.ptype}:{principal.id}"[:200]
+
+
+def credential_problem(error: CredentialError) -> Problem:
+    headers = {"Retry-After": str(round(error.retry_after_s))} if error.retry_after_s is not None else None
+    return Problem(error.status, error.title, error.detail, code=error.code, headers=headers, **error.extensions)

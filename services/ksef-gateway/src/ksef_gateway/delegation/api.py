@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from ksef_gateway.delegation.domain import AccessState, DelegatedAccess
 from ksef_gateway.delegation.service import Delegation, OfficeCertificateView, UnknownDelegation
-from ksef_gateway.deps import client_nip
+from ksef_gateway.deps import actor_of, client_nip, credential_problem
 from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.vault.domain import CredentialError
 from ksef_gateway.wiring import Gateway
@@ -39,10 +39,6 @@ def get_delegation(request: Request) -> Delegation:
 DelegationDep = Annotated[Delegation, Depends(get_delegation)]
 
 
-def _actor(principal: Principal) -> str:
-    return f"{principal.ptype}:{principal.id}"[:200]
-
-
 def _office_caller(principal: Principal) -> None:
     if not (principal.is_service or principal.org_kind == "office"):
         raise Problem(
@@ -51,11 +47,6 @@ def _office_caller(principal: Principal) -> None:
             "Only an accounting office registers its own certificate.",
             code="forbidden",
         )
-
-
-def _problem(error: CredentialError) -> Problem:
-    headers = {"Retry-After": str(round(error.retry_after_s))} if error.retry_after_s is not None else None
-    return Problem(error.status, error.title, error.detail, code=error.code, headers=headers, **error.extensions)
 
 
 class OfficeCertificateIn(BaseModel):
@@ -129,10 +120,10 @@ async def put_office_certificate(
     nip = client_nip(office_nip)
     try:
         view, created = await delegation.register_office_certificate(
-            nip, body.certificate, body.private_key, body.private_key_password, _actor(principal), body.environment
+            nip, body.certificate, body.private_key, body.private_key_password, actor_of(principal), body.environment
         )
     except CredentialError as error:
-        raise _problem(error) from None
+        raise credential_problem(error) from None
     response.status_code = 201 if created else 200
     return OfficeCertificateOut.of(view)
 
@@ -251,7 +242,7 @@ async def put_delegation(
         client_nip(body.office_nip),
         active=body.active,
         send_sales=body.send_sales,
-        actor=_actor(principal),
+        actor=actor_of(principal),
     )
     return DelegatedAccessOut.of(access)
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from ksef_gateway.deps import client_nip
+from ksef_gateway.deps import actor_of, client_nip, credential_problem
 from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.vault.domain import CredentialError, CredentialKind, CredentialModel, CredentialStatus, Scope
 from ksef_gateway.vault.service import CredentialSetup, CredentialView, Vault
@@ -34,15 +34,6 @@ def get_vault(request: Request) -> Vault:
 
 
 VaultDep = Annotated[Vault, Depends(get_vault)]
-
-
-def _actor(principal: Principal) -> str:
-    return f"{principal.ptype}:{principal.id}"[:200]
-
-
-def _problem(error: CredentialError) -> Problem:
-    headers = {"Retry-After": str(round(error.retry_after_s))} if error.retry_after_s is not None else None
-    return Problem(error.status, error.title, error.detail, code=error.code, headers=headers, **error.extensions)
 
 
 class _SetupBase(BaseModel):
@@ -175,9 +166,9 @@ async def put_credential(
     context_nip = client_nip(nip)
     setup = _setup(body)
     try:
-        view, created = await vault.register(context_nip, setup, _actor(principal))
+        view, created = await vault.register(context_nip, setup, actor_of(principal))
     except CredentialError as error:
-        raise _problem(error) from None
+        raise credential_problem(error) from None
     response.status_code = 201 if created else 200
     return CredentialStatusOut.of(view)
 
@@ -216,7 +207,7 @@ async def get_credential(nip: str, principal: CredentialManager, vault: VaultDep
 
 @router.delete("/clients/{nip}/credential", summary="Remove the client's KSeF credential", status_code=204)
 async def delete_credential(nip: str, principal: CredentialManager, vault: VaultDep) -> Response:
-    if not await vault.remove(client_nip(nip), _actor(principal)):
+    if not await vault.remove(client_nip(nip), actor_of(principal)):
         raise Problem(404, "No credential", f"No KSeF credential is registered for NIP {nip}.", code="no-credential")
     return Response(status_code=204)
 
