@@ -66,6 +66,12 @@ def _public_key(text: str) -> X25519PublicKey:
     return X25519PublicKey.from_public_bytes(raw)
 
 
+def check_public_key(text: str) -> None:
+    """Raises ``SealingError`` unless ``text`` is a public key ``seal`` accepts (for settings validation): sealing
+    once is the whole check, low-order points included."""
+    seal(text, b"", info=b"settings check")
+
+
 def generate_keypair() -> tuple[str, str]:
     """A fresh ``(private_key, public_key)``, each the urlsafe base64 of the raw 32-byte X25519 key."""
     private = X25519PrivateKey.generate()

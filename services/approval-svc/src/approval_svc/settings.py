@@ -1,7 +1,7 @@
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from platform_common.auth.settings import EMBEDDED_AUTH_URL
-from platform_common.sealing import SealingError, seal
+from platform_common.sealing import SealingError, check_public_key
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
 SERVICE_NAME = "approval-svc"
@@ -39,7 +39,7 @@ class ApprovalSettings(ServiceSettings):
     def _sealable(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                seal(value, b"", info=b"settings check")
+                check_public_key(value)
             except SealingError as exc:
                 raise ValueError(f"notify_public_key is not a sealing public key: {exc}") from None
         return value

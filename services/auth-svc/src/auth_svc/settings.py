@@ -5,7 +5,7 @@ import binascii
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from platform_common.sealing import SealingError, seal
+from platform_common.sealing import SealingError, check_public_key
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
 SERVICE_NAME = "auth-svc"
@@ -81,7 +81,7 @@ class AuthSettings(ServiceSettings):
             raise ValueError("production needs AUTH_SECRETS_KEY (base64 of 32 random bytes)")
         if self.notify_public_key is not None:
             try:
-                seal(self.notify_public_key, b"", info=b"settings check")
+                check_public_key(self.notify_public_key)
             except SealingError:
                 raise ValueError("AUTH_NOTIFY_PUBLIC_KEY must be an X25519 public key (urlsafe base64)") from None
         return self
