@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from approval_svc.demo import DEMO_CLIENT_EMAIL, DEMO_RETURN_EMAIL
 from auth_svc.demo import CLIENT_OWNER, CLIENT_PENDING, DEMO_PASSWORD, OFFICE, OFFICE_ADMIN
 from ksef_hub.embedded import create_embedded_app
-from platform_common.testing import wait_until
+from platform_common.testing import time_until_refused, wait_until
 from platform_common.testing.auth import loopback_socket, serve_on_loopback
 
 CLIENT_NAME, CLIENT_NIP = CLIENT_PENDING
@@ -85,8 +85,9 @@ async def test_consent_and_activation_code_open_the_client_to_the_office(
     link = re.search(r"https?://\S+/approval/consent\?token=\S+", request_mail["text"])
     assert link, request_mail["text"]
     consent_url = link.group(0)
-    (integration,) = (await client.get(f"/approval/offices/{office_id}/integrations", headers=admin)).json()
-    assert (integration["state"], integration["client_nip"]) == ("requested", CLIENT_NIP)
+    listed = (await client.get(f"/approval/offices/{office_id}/integrations", headers=admin)).json()
+    (integration,) = [i for i in listed if i["client_nip"] == CLIENT_NIP]
+    assert integration["state"] == "requested"
     assert integration["consented_at"] is None and integration["activated_at"] is None
 
     # Refused, and nothing changes: the office's own user, then a user of another company (Piekarnia's owner).
@@ -140,19 +141,37 @@ async def test_consent_and_activation_code_open_the_client_to_the_office(
         return any(c["nip"] == CLIENT_NIP and c["state"] == "active" for c in clients)
 
     await wait_until(relation_active, timeout=30, what="auth-svc to activate the relation")
-    fresh = await _login(client, OFFICE_ADMIN)
 
+    # The token issued before the activation reaches the client's data: tokens carry no client lists.
     async def readable() -> list[Any] | None:
-        response = await client.get(f"/gateway/clients/{CLIENT_NIP}/invoices", headers=fresh)
+        response = await client.get(f"/gateway/clients/{CLIENT_NIP}/invoices", headers=admin)
         items = response.json().get("items", []) if response.status_code == 200 else []
         return items or None
 
     invoices = await wait_until(readable, timeout=60, interval=0.2, what="the client's purchase invoices")
     assert {i["buyer"]["name"] for i in invoices} == {CLIENT_NAME}
+    clients = (await client.get(f"/auth/organisations/{office_id}/clients", headers=admin)).json()
+    client_org = next(c["client_id"] for c in clients if c["nip"] == CLIENT_NIP)
+    client_paths = {
+        "ksef-gateway": f"/gateway/clients/{CLIENT_NIP}/invoices",
+        "buffer-svc": f"/buffer/clients/{CLIENT_NIP}/whoami",
+        "auth-svc": f"/auth/organisations/{client_org}",
+    }
+    for service, path in client_paths.items():
+        assert (await client.get(path, headers=admin)).status_code == 200, service
 
-    # Revoked by the office: auth-svc makes the relation inactive again.
+    # Revoked by the office: the same token, already issued, is refused by every service on its next request.
     revoked = await client.post(f"{integration_url}/revocation", headers=admin)
     assert revoked.status_code == 200 and revoked.json()["state"] == "revoked"
+
+    async def status(path: str) -> int:
+        return (await client.get(path, headers=admin)).status_code
+
+    for service, refusal in (await time_until_refused(status, client_paths)).items():
+        print(
+            f"revoke answered -> {service} refuses the same token (embedded): request sent after "
+            f"{refusal.after_s * 1000:.1f} ms, {refusal.served_before} served before"
+        )
 
     async def relation_inactive() -> bool:
         clients = (await client.get(f"/auth/organisations/{office_id}/clients", headers=admin)).json()

@@ -28,7 +28,7 @@ from platform_common.auth import Authenticator
 from platform_common.auth.api_keys import parse_api_key
 from platform_common.auth.settings import AuthClientSettings
 from platform_common.settings import DatabaseSettings, MessagingSettings
-from platform_common.testing.auth import serve_on_loopback
+from platform_common.testing.auth import open_clients, serve_on_loopback
 
 BUFFER_SECRET = "buffer-svc-e2e-secret"  # test service credential
 C, D = NIPS["C"], NIPS["D"]
@@ -91,6 +91,9 @@ async def platform(db_url: str, tmp_path: Path) -> AsyncIterator[Platform]:
         sent = Recording()
         authenticator.clock, authenticator.transport = auth.clock, sent
         async with LifespanManager(app) as manager:
+            # The harness's active relations, as buffer-svc's projection holds them once approval-svc announced them.
+            await open_clients(app, C, office_id=auth.world.orgs["A"])
+            await open_clients(app, D, office_id=auth.world.orgs["B"])
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://buffer") as buffer:
                 yield Platform(auth, auth_url, buffer, authenticator, sent)

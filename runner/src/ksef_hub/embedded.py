@@ -287,14 +287,17 @@ def secure_data_dir(data_dir: Path) -> None:
             path.chmod(wanted)
 
 
-async def _demo_consent_request(approval: ServiceRuntime, data: auth_svc.demo.DemoData) -> None:
-    """The pending demo client's consent request, in flight (its mail lands in the catcher)."""
+async def _demo_integrations(approval: ServiceRuntime, data: auth_svc.demo.DemoData) -> None:
+    """The active demo client's integration (its ``integration.activated`` opens it in every service's access
+    projection) and the pending demo client's consent request, in flight (its mail lands in the catcher)."""
     office_name, office_nip = auth_svc.demo.OFFICE
-    client_name, client_nip = auth_svc.demo.CLIENT_PENDING
     office = Office(data.office_id, office_name, office_nip)
-    if await approval_svc.demo.ensure_demo_request(
-        approval, office, data.users[auth_svc.demo.OFFICE_ADMIN], client_nip, client_name
-    ):
+    admin = data.users[auth_svc.demo.OFFICE_ADMIN]
+    active_name, active_nip = auth_svc.demo.CLIENT_ACTIVE
+    if await approval_svc.demo.ensure_demo_active(approval, office, admin, active_nip, active_name):
+        log.info("demo: integration with %s recorded as active", active_name)
+    client_name, client_nip = auth_svc.demo.CLIENT_PENDING
+    if await approval_svc.demo.ensure_demo_request(approval, office, admin, client_nip, client_name):
         log.info("demo: consent request sent to %s for %s", approval_svc.demo.DEMO_CLIENT_EMAIL, client_name)
 
 
@@ -367,7 +370,7 @@ def create_embedded_app(
                 _record_demo_password(data_dir, demo_password)
                 demo_data = await auth_svc.demo.ensure_demo_data(auth_app.state.runtime, password=demo_password)
                 approval_app = next(a for s, a in apps if s.name == approval_svc.main.DEFINITION.name)
-                await _demo_consent_request(approval_app.state.runtime, demo_data)
+                await _demo_integrations(approval_app.state.runtime, demo_data)
             if demo and ksef_sim_app is not None:
                 # The demo clients' KSeF data: invoices in the simulator, their tokens in the gateway's vault. The
                 # vault checks a token in KSeF over HTTP, i.e. through this server, which serves only once startup

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from platform_common.auth import Authenticator, install_authenticator, public
+from platform_common.auth import Authenticator, install_authenticator, install_client_access, public
 from platform_common.limits import install_http_limits
 from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
@@ -78,6 +78,8 @@ def create_service_app(
     app.state.runtime = runtime
     app.state.settings = settings
     install_authenticator(app, authenticator)
+    if runtime.client_access is not None:
+        install_client_access(app, runtime.client_access)
     install_problem_handlers(app)
     install_http_limits(app, settings.http_limits)
     app.include_router(health_router())

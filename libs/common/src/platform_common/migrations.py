@@ -202,3 +202,27 @@ def drop_messaging_tables_v1(schema: str) -> None:
 
     for table in ("dead_letter", "inbox_message", "outbox_lane", "outbox_message"):
         op.drop_table(table, schema=schema)
+
+
+def create_client_access_v1(schema: str) -> None:
+    """The client-access projection (``platform_common.client_access``) of a service. Frozen like the above."""
+    from alembic import op
+
+    op.create_table(
+        "client_access",
+        sa.Column("office_id", sa.Uuid(), nullable=False),
+        sa.Column("client_nip", sa.String(10), nullable=False),
+        sa.Column("integration_id", sa.Uuid(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("office_id", "client_nip", name="pk_client_access"),
+        schema=schema,
+    )
+
+
+def drop_client_access_v1(schema: str) -> None:
+    from alembic import op
+
+    op.drop_table("client_access", schema=schema)

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fastapi import APIRouter
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
 
+from platform_common.client_access import ClientAccessProjection
 from platform_common.contracts import TOPICS
 from platform_common.db import Database
 from platform_common.messaging.dispatch import Dispatcher, Subscription
@@ -48,6 +49,9 @@ class ServiceDefinition:
     routers: Sequence[APIRouter] = ()
     subscriptions: Callable[[ServiceRuntime], Sequence[Subscription]] = field(default=lambda _rt: ())
     components: Callable[[ServiceRuntime], Sequence[Component]] = field(default=lambda _rt: ())
+    # A service that serves clients' data to offices keeps the live projection of who may read whom
+    # (platform_common.client_access): its table here, and the runtime follows integration.changed into it.
+    client_access: Table | None = None
     version: str = "0.1.0"
     description: str = ""
 
@@ -92,6 +96,9 @@ class ServiceRuntime:
             meter=meter,
         )
         self.outbox.on_commit_wake(self.relay.wake_event)
+        self.client_access = (
+            ClientAccessProjection(definition.client_access, self.db) if definition.client_access is not None else None
+        )
         self._migrate_on_start = migrate_on_start
         self.components: list[Component] = []
         self.started = False
@@ -103,6 +110,8 @@ class ServiceRuntime:
             )
         for subscription in self.definition.subscriptions(self):
             self.dispatcher.subscribe(subscription)
+        if self.client_access is not None:
+            self.dispatcher.subscribe(self.client_access.subscription(self.definition.name))
         self.transport.add_dispatcher(self.dispatcher)
         await self.transport.start()
         await self.relay.start()

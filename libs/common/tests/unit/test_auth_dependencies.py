@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
+from sqlalchemy.exc import OperationalError
 
 from platform_common.auth import (
     Authenticator,
     CurrentPrincipal,
     Principal,
     install_authenticator,
+    install_client_access,
     internal,
     public,
     require,
@@ -24,14 +27,33 @@ from platform_common.problems import install_problem_handlers
 from platform_common.testing.auth import FakeClock, TokenFactory
 
 C, D = "7777777702", "1112223303"
+OFFICE = uuid.UUID("00000000-0000-4000-8000-0000000000aa")  # TokenFactory's default org
+
+
+class OpenPairs:
+    """A stand-in for a service's client-access projection: the (office, client) pairs active right now."""
+
+    def __init__(self, *pairs: tuple[uuid.UUID, str]) -> None:
+        self.pairs = set(pairs)
+        self.down = False
+        self.asked: list[tuple[uuid.UUID, str]] = []
+
+    async def allows(self, office_id: uuid.UUID, client_nip: str) -> bool:
+        self.asked.append((office_id, client_nip))
+        if self.down:
+            raise OperationalError("SELECT", {}, ConnectionRefusedError())
+        return (office_id, client_nip) in self.pairs
+
 
 Reader = Annotated[Principal, Depends(require("buffer.read", client_nip_param="nip"))]
 
 
-def build_app(authenticator: Authenticator) -> FastAPI:
+def build_app(authenticator: Authenticator, gate: OpenPairs | None = None) -> FastAPI:
     app = FastAPI()
     install_problem_handlers(app)
     install_authenticator(app, authenticator)
+    if gate is not None:
+        install_client_access(app, gate)
     router = APIRouter()
 
     @router.get("/open", dependencies=[Depends(public("test"))])
@@ -59,8 +81,13 @@ def build_app(authenticator: Authenticator) -> FastAPI:
 
 
 @pytest.fixture
-async def client(authenticator: Authenticator) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_app(authenticator))
+def gate() -> OpenPairs:
+    return OpenPairs((OFFICE, C), (OFFICE, D))
+
+
+@pytest.fixture
+async def client(authenticator: Authenticator, gate: OpenPairs) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(authenticator, gate))
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as c:
         yield c
 
@@ -166,6 +193,75 @@ class TestAuthorisation:
         assert (await client.post("/internal/ping", headers=bearer(service))).json() == {"caller": "buffer-svc"}
         assert (await client.post("/internal/ping", headers=bearer(user_with_internal))).status_code == 403
         assert (await client.post("/internal/ping")).status_code == 401
+
+
+class TestLiveClientAccess:
+    """An office's token names no clients; the live relation decides on every request."""
+
+    async def test_an_office_reaches_a_client_only_while_the_relation_is_open(
+        self, client: httpx.AsyncClient, tokens: TokenFactory, gate: OpenPairs
+    ) -> None:
+        headers = bearer(tokens.mint(perms=["buffer.read"], nips=["*"]))
+        assert (await client.get(f"/clients/{C}/invoices", headers=headers)).status_code == 200
+        gate.pairs.discard((OFFICE, C))  # the client revoked: the same token, the very next request
+        r = await client.get(f"/clients/{C}/invoices", headers=headers)
+        assert r.status_code == 404
+        assert r.json()["type"].endswith("/not-found")
+        assert (await client.get(f"/clients/{D}/invoices", headers=headers)).status_code == 200
+        assert gate.asked[-1] == (OFFICE, D)
+
+    async def test_another_office_is_not_let_in_by_a_pair_of_this_one(
+        self, client: httpx.AsyncClient, tokens: TokenFactory
+    ) -> None:
+        other = str(uuid.uuid4())
+        r = await client.get(
+            f"/clients/{C}/invoices", headers=bearer(tokens.mint(org=other, perms=["buffer.read"], nips=["*"]))
+        )
+        assert r.status_code == 404
+
+    async def test_a_query_parameter_nip_and_an_api_key_are_checked_live_too(
+        self, client: httpx.AsyncClient, tokens: TokenFactory, gate: OpenPairs
+    ) -> None:
+        key = tokens.issue_api_key(perms=["buffer.read"], nips=["*"])
+        gate.pairs.clear()
+        assert (await client.get("/search", params={"nip": C}, headers={"X-API-Key": key})).status_code == 404
+        assert (await client.get(f"/clients/{C}/invoices", headers={"X-API-Key": key})).status_code == 404
+
+    async def test_the_relation_is_asked_before_the_permission(
+        self, client: httpx.AsyncClient, tokens: TokenFactory, gate: OpenPairs
+    ) -> None:
+        gate.pairs.clear()
+        r = await client.get(f"/clients/{C}/invoices", headers=bearer(tokens.mint(perms=["ksef.read"], nips=["*"])))
+        assert r.status_code == 404  # not 403: a closed client must look like one that does not exist
+
+    async def test_a_client_company_and_an_operator_are_not_asked(
+        self, client: httpx.AsyncClient, tokens: TokenFactory, gate: OpenPairs
+    ) -> None:
+        gate.pairs.clear()
+        company = tokens.mint(org=str(uuid.uuid4()), org_kind="client", perms=["buffer.read"], nips=[C])
+        operator = tokens.mint(org=None, org_kind=None, perms=["buffer.read"], nips=["*"])
+        assert (await client.get(f"/clients/{C}/invoices", headers=bearer(company))).status_code == 200
+        assert (await client.get(f"/clients/{C}/invoices", headers=bearer(operator))).status_code == 200
+        assert gate.asked == []
+
+    async def test_the_projection_unreachable_is_503(
+        self, client: httpx.AsyncClient, tokens: TokenFactory, gate: OpenPairs
+    ) -> None:
+        gate.down = True
+        r = await client.get(f"/clients/{C}/invoices", headers=bearer(tokens.mint(perms=["buffer.read"], nips=["*"])))
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "5"
+        assert r.json()["type"].endswith("/access-unavailable")
+
+    async def test_an_app_without_the_projection_refuses_offices(
+        self, authenticator: Authenticator, tokens: TokenFactory, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=build_app(authenticator)), base_url="http://s"
+        ) as c:
+            r = await c.get(f"/clients/{C}/invoices", headers=bearer(tokens.mint(perms=["buffer.read"], nips=["*"])))
+        assert r.status_code == 404
+        assert "no client-access projection" in caplog.text
 
 
 def test_require_needs_a_permission_and_public_a_reason() -> None:

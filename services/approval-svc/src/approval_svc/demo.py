@@ -1,6 +1,7 @@
-"""Demo data for the embedded mode: the pending demo client has a consent request in flight, and its e-mail waits
-in the embedded SMTP catcher (``/notify/dev/mail``). Idempotent: a request is made only when the office has no
-integration with the client yet. The runner passes the office and its admin (approval-svc imports no service)."""
+"""Demo data for the embedded mode: the active demo client has an active integration (so every service's access
+projection opens it), and the pending demo client has a consent request in flight, its e-mail waiting in the
+embedded SMTP catcher (``/notify/dev/mail``). Idempotent: nothing is made for a client the office already has an
+integration with. The runner passes the office and its admin (approval-svc imports no service)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ from platform_common.runtime import ServiceRuntime
 
 DEMO_CLIENT_EMAIL = "zarzad@hurtownia-nowak.example.com"
 DEMO_RETURN_EMAIL = "admin@biuro.example.com"
+DEMO_ACTIVE_CLIENT_EMAIL = "wlasciciel@piekarnia.example.com"
+
+
+async def ensure_demo_active(
+    runtime: ServiceRuntime, office: Office, admin_id: uuid.UUID, client_nip: str, client_name: str
+) -> bool:
+    """The active demo client's integration, recorded as agreed before the platform; whether it was made now."""
+    return await Approval.of(runtime).integrations.record_established(
+        office, client_nip, client_name, DEMO_ACTIVE_CLIENT_EMAIL, by=str(admin_id)
+    )
 
 
 async def ensure_demo_request(

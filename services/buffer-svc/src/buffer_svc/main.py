@@ -1,4 +1,4 @@
-from buffer_svc.db import messaging_tables, metadata
+from buffer_svc.db import client_access, messaging_tables, metadata
 from buffer_svc.diagnostics import api as diagnostics
 from buffer_svc.settings import SCHEMA, SERVICE_NAME, BufferSettings
 from platform_common.app import app_factory
@@ -12,6 +12,7 @@ DEFINITION = ServiceDefinition(
     tables=messaging_tables,
     migrations="buffer_svc:migrations",
     routers=(diagnostics.router,),
+    client_access=client_access,
     description="The purchase buffer per client and month: decisions, descriptions, archive, office import.",
 )
 

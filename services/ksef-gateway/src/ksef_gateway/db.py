@@ -16,11 +16,14 @@ from sqlalchemy import (
 )
 
 from ksef_gateway.settings import SCHEMA
+from platform_common.client_access import add_client_access_table
 from platform_common.db import UtcDateTime, make_metadata
 from platform_common.messaging.tables import Json, add_messaging_tables
 
 metadata = make_metadata(SCHEMA)
 messaging_tables = add_messaging_tables(metadata)
+# Which office may read which client now (platform_common.client_access, gateway_0007).
+client_access = add_client_access_table(metadata)
 
 
 # --- KSeF sessions, context leases and the communication log (gateway_0002) ------------------------------------

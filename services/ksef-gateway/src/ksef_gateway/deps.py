@@ -10,8 +10,8 @@ from fastapi import Depends, Request
 from ksef_gateway.vault.domain import CredentialError
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import require
+from platform_common.auth.dependencies import path_client_nip
 from platform_common.auth.principal import Principal
-from platform_common.nip import InvalidNip, normalize_nip
 from platform_common.problems import Problem
 
 
@@ -24,16 +24,7 @@ GatewayDep = Annotated[Gateway, Depends(gateway)]
 # auth-svc has for it.
 KsefReader = Annotated[Principal, Depends(require("ksef.read", client_nip_param="nip"))]
 
-
-def client_nip(nip: str) -> str:
-    try:
-        normalized = normalize_nip(nip)
-    except InvalidNip as exc:
-        raise Problem(422, "Invalid NIP", f"{nip!r} is not a valid NIP: {exc}.", code="invalid-nip") from None
-    # One spelling per client: URLs, cache keys and lease rows must not differ by dashes or a PL prefix.
-    if normalized != nip:
-        raise Problem(422, "Invalid NIP", "Write the NIP as its ten digits only.", code="invalid-nip")
-    return normalized
+client_nip = path_client_nip
 
 
 def actor_of(principal: Principal) -> str:

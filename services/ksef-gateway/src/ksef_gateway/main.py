@@ -1,7 +1,7 @@
 from fastapi import APIRouter
 
 from ksef_gateway.communication.api import router as communication_router
-from ksef_gateway.db import messaging_tables, metadata
+from ksef_gateway.db import client_access, messaging_tables, metadata
 from ksef_gateway.delegation.api import router as delegation_router
 from ksef_gateway.delegation.consumers import subscriptions
 from ksef_gateway.purchases.api import router as purchases_router
@@ -27,6 +27,7 @@ DEFINITION = ServiceDefinition(
     # approval-svc's integration lifecycle starts and stops delegated access (delegation/consumers.py).
     subscriptions=subscriptions,
     components=lambda runtime: (Gateway.of(runtime),),
+    client_access=client_access,
     description="The only component that talks to KSeF: credentials, sessions, purchase sync, sales sending.",
 )
 

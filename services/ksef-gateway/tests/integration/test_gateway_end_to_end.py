@@ -35,7 +35,7 @@ from platform_common.contracts.invoices import InvoiceFetched
 from platform_common.messaging.envelope import Envelope
 from platform_common.settings import DatabaseSettings, KafkaSettings, MessagingSettings
 from platform_common.testing import wait_until
-from platform_common.testing.auth import FakeClock, TokenFactory
+from platform_common.testing.auth import FakeClock, TokenFactory, open_clients
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 INVOICES = 40
@@ -141,6 +141,7 @@ async def test_a_registered_ksef_token_syncs_every_invoice_exactly_once_onto_kaf
     authenticator = app.state.authenticator
     authenticator.clock, authenticator.transport = tokens.clock, tokens.transport()
     async with LifespanManager(app) as manager:
+        await open_clients(app, nip)
         gateway = Gateway.of(app.state.runtime)
         # A KSeF token of the client's owner, generated the way a user would (XAdES login, POST /tokens).
         owner = await gateway.ksef.for_environment("sim").authenticate(nip, owner_certificate(nip))

@@ -6,12 +6,14 @@ and ``platform_common.testing.auth`` for the rule check and a token factory for 
 
 from platform_common.auth.authenticator import Authenticator, AuthUnavailable
 from platform_common.auth.dependencies import (
+    ClientAccessGate,
     CurrentPrincipal,
     authenticated,
     ensure_client,
     ensure_permission,
     get_authenticator,
     install_authenticator,
+    install_client_access,
     internal,
     not_found,
     public,
@@ -28,6 +30,7 @@ __all__ = [
     "AuthRule",
     "AuthUnavailable",
     "Authenticator",
+    "ClientAccessGate",
     "CurrentPrincipal",
     "InvalidToken",
     "Principal",
@@ -37,6 +40,7 @@ __all__ = [
     "ensure_permission",
     "get_authenticator",
     "install_authenticator",
+    "install_client_access",
     "internal",
     "not_found",
     "public",

@@ -8,8 +8,9 @@
     @router.get("/status", dependencies=[Depends(public("status page for load balancers"))])
 
 Answers: 401 (problem details + ``WWW-Authenticate``) without a valid credential; 404 when the client NIP
-named by the request is outside the principal's NIPs (another organisation's client must look exactly like
-a client that does not exist); 403 when the principal may see the client but lacks the permission; 503
+named by the request is outside the principal's NIPs or, for an office, when the integration with that client is
+not active right now (``ClientAccessGate``: another organisation's client, a revoked one and one that does not
+exist look exactly alike); 403 when the principal may see the client but lacks the permission; 503
 when auth-svc is needed and unreachable. Credentials: ``Authorization: Bearer <JWT>``,
 ``Authorization: Bearer khk_...`` (API key) or ``X-API-Key: khk_...``.
 """
@@ -17,16 +18,19 @@ when auth-svc is needed and unreachable. Credentials: ``Authorization: Bearer <J
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 
 from platform_common.auth.authenticator import Authenticator, AuthUnavailable
 from platform_common.auth.principal import Principal
 from platform_common.auth.rules import AuthRule, RuleKind, mark
 from platform_common.auth.tokens import InvalidToken
+from platform_common.nip import InvalidNip, normalize_nip
 from platform_common.problems import Problem
 
 log = logging.getLogger(__name__)
@@ -39,8 +43,18 @@ _bearer = HTTPBearer(
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key (khk_...).")
 
 
+class ClientAccessGate(Protocol):
+    """The live answer to "may this office read this client now?" (``platform_common.client_access``)."""
+
+    async def allows(self, office_id: uuid.UUID, client_nip: str) -> bool: ...
+
+
 def install_authenticator(app: FastAPI, authenticator: Authenticator) -> None:
     app.state.authenticator = authenticator
+
+
+def install_client_access(app: FastAPI, gate: ClientAccessGate) -> None:
+    app.state.client_access = gate
 
 
 def get_authenticator(request: Request) -> Authenticator:
@@ -72,9 +86,53 @@ def not_found() -> Problem:
     return Problem(404, "Not Found", "The resource does not exist.", code="not-found")
 
 
-def ensure_client(principal: Principal, client_nip: str) -> None:
-    """404 unless the principal may touch this client (use it for NIPs found in a body or a record)."""
+def path_client_nip(nip: str) -> str:
+    """A client NIP named in a path: its ten digits exactly, with a valid checksum (422 problem details otherwise).
+    One spelling per client: URLs, cache keys and projection rows must not differ by dashes or a PL prefix."""
+    try:
+        normalized = normalize_nip(nip)
+    except InvalidNip as exc:
+        raise Problem(422, "Invalid NIP", f"{nip!r} is not a valid NIP: {exc}.", code="invalid-nip") from None
+    if normalized != nip:
+        raise Problem(422, "Invalid NIP", "Write the NIP as its ten digits only.", code="invalid-nip")
+    return normalized
+
+
+async def ensure_client(request: Request, principal: Principal, client_nip: str) -> None:
+    """404 unless the principal may touch this client now (use it too for NIPs found in a body or a record).
+
+    An office's token does not list its clients; the service's projection of the integrations decides, on every
+    request, so a revoked client is closed at once. A service without the projection refuses offices altogether
+    (fail closed) rather than trust a wildcard."""
     if not principal.can_access_client(client_nip):
+        raise not_found()
+    if principal.org_kind != "office" or principal.is_service:
+        return
+    path_client_nip(client_nip)  # a malformed NIP is the caller's mistake to hear about, whoever they are
+    gate = getattr(request.app.state, "client_access", None)
+    if gate is None:
+        log.error(
+            "%s %s: an office asks for a client but this app has no client-access projection",
+            request.method,
+            request.url.path,
+        )
+        raise not_found()
+    if principal.org is None:
+        raise not_found()
+    try:
+        allowed = await gate.allows(principal.org, client_nip)
+    except SQLAlchemyError as exc:
+        log.warning(
+            "client access cannot be checked on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        )
+        raise Problem(
+            503,
+            "Service Unavailable",
+            "Access to this client cannot be checked right now; try again shortly.",
+            code="access-unavailable",
+            headers={"Retry-After": "5"},
+        ) from None
+    if not allowed:
         raise not_found()
 
 
@@ -139,7 +197,7 @@ def require(permission: str, *, client_nip_param: str | None = None) -> Callable
         if client_nip_param is not None:
             nip = _client_nip(request, client_nip_param)
             if nip is not None:
-                ensure_client(principal, nip)
+                await ensure_client(request, principal, nip)
         ensure_permission(principal, permission)
         return principal
 

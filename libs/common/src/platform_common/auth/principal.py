@@ -11,8 +11,9 @@ from typing import Any, Literal, cast, get_args
 PrincipalType = Literal["user", "api_key", "service"]
 OrgKind = Literal["office", "client"]
 
-# In ``nips``: every client of the principal's organisation. Only the organisation's own data can tell which
-# NIPs those are, so a service answering for a client must still check that the client belongs to ``org``.
+# In ``nips``: every client of the principal's organisation. An office's token carries it instead of a list (a list
+# would outlive a revocation): which clients those are right now only the service's projection of the
+# integrations can tell, and ``require``/``ensure_client`` ask it on every request (platform_common.client_access).
 ALL_CLIENTS = "*"
 INTERNAL = "internal"
 
@@ -55,6 +56,7 @@ class Principal:
         return ALL_CLIENTS in self.nips
 
     def can_access_client(self, client_nip: str) -> bool:
+        """Within the token's scope; for an office, ``ensure_client`` also asks the live relation."""
         return self.all_clients or client_nip in self.nips
 
     def can(self, permission: str, client_nip: str | None = None) -> bool:

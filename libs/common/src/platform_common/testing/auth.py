@@ -37,6 +37,21 @@ from platform_common.auth.rules import Endpoint, endpoints
 from platform_common.auth.settings import AuthClientSettings
 from platform_common.testing.helpers import wait_until
 
+# The office of every token ``TokenFactory`` mints unless told otherwise.
+DEFAULT_OFFICE = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
+
+
+async def open_clients(
+    app: Any, *client_nips: str, office_id: uuid.UUID = DEFAULT_OFFICE, state: str = "active"
+) -> None:
+    """Let an office read these clients in a service app started alone (no approval-svc to follow): writes its
+    client-access projection as the integration events would (``platform_common.client_access``)."""
+    projection = app.state.runtime.client_access
+    if projection is None:
+        raise RuntimeError("this service keeps no client-access projection")
+    async with projection.db.sessionmaker() as session, session.begin():
+        await projection.seed(session, office_id, client_nips, state=state)
+
 
 def assert_every_route_has_a_rule(app: Any, *, exempt: Mapping[str, str] | None = None) -> list[Endpoint]:
     """Fail, listing them, for endpoints (mounted apps included) whose dependencies hold no auth rule.
@@ -131,7 +146,7 @@ class TokenFactory:
         *,
         sub: str = "00000000-0000-4000-8000-000000000001",
         ptype: str = "user",
-        org: str | None = "00000000-0000-4000-8000-0000000000aa",
+        org: str | None = str(DEFAULT_OFFICE),
         org_kind: str | None = "office",
         roles: Sequence[str] = (),
         perms: Sequence[str] = (),

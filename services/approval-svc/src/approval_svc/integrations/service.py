@@ -169,6 +169,50 @@ class Integrations:
             log.info("integration %s: consent requested (revision %d)", integration_id, revision)
             return self._view(row)
 
+    async def record_established(
+        self, office: Office, client_nip: str, client_name: str, client_email: str, *, by: str
+    ) -> bool:
+        """An integration the office and the client agreed before this platform knew them (the demo's active
+        client): recorded active at once, with one ``integration.activated`` so that every service's projection
+        opens it. It skips consent by design, so no API reaches it; only in-process set-up calls it. False when the
+        pair has an integration already."""
+        async with self._db.sessionmaker() as session, session.begin():
+            repo = IntegrationRepository(session)
+            if await repo.of_pair(office.id, client_nip, lock=True) is not None:
+                return False
+            now = self.clock()
+            integration_id = uuid.uuid4()
+            await repo.add(
+                self._fresh_request(now, 1)
+                | {
+                    "id": integration_id,
+                    "office_id": office.id,
+                    "office_name": office.name,
+                    "office_nip": office.nip,
+                    "client_nip": client_nip,
+                    "client_name": client_name,
+                    "client_email": client_email,
+                    "client_language": "pl",
+                    "return_email": client_email,
+                    "return_language": "pl",
+                    "send_sales": True,
+                    "state": IntegrationState.ACTIVE.value,
+                    "access_mode": "token",
+                    "requested_at": now,
+                    "requested_by": by,
+                    "consented_at": now,
+                    "consented_by": client_email,
+                    "activated_at": now,
+                    "activated_by": by,
+                    "consent_expires_at": None,
+                }
+            )
+            row = await repo.get(integration_id)
+            assert row is not None
+            await self._emit(session, IntegrationActivated(**self._common(row, Side.OFFICE, by)))
+            log.info("integration %s: recorded as established (active)", integration_id)
+            return True
+
     async def renew(self, actor: Principal, integration_id: uuid.UUID) -> dict[str, Any]:
         async with self._db.sessionmaker() as session, session.begin():
             row = await self._office_row(IntegrationRepository(session), actor, integration_id)

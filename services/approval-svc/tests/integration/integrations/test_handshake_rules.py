@@ -225,3 +225,19 @@ async def test_unused_links_and_codes_expire_in_the_background(
     assert await integrations.expire_overdue() == 1
     assert (await integrations.get(ADMIN, unanswered))["state"] == "expired"
     assert [e.type for e in await _events(runtime)][-2:] == ["integration.expired", "integration.expired"]
+
+
+async def test_an_established_integration_is_recorded_once_and_announced(
+    integrations: Integrations, runtime: ServiceRuntime
+) -> None:
+    assert await integrations.record_established(OFFICE, CLIENT_A, "Klient A", "zarzad@klient.example", by=ADMIN.id)
+    assert not await integrations.record_established(
+        OFFICE, CLIENT_A, "Klient A", "zarzad@klient.example", by=ADMIN.id
+    ), "a second start of the demo makes nothing new"
+    (event,) = await _events(runtime)
+    assert (event.type, event.payload["state"], event.client_nip) == ("integration.activated", "active", CLIENT_A)
+    (view,) = await integrations.list_for(ADMIN, OFFICE.id)
+    assert view["state"] == "active" and view["activated_by"] == ADMIN.id
+    # It is an ordinary integration from then on: the office can revoke it.
+    await integrations.change_state(ADMIN, view["id"], Transition.REVOKE)
+    assert (await _events(runtime))[-1].type == "integration.revoked"

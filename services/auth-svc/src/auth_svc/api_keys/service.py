@@ -164,9 +164,12 @@ class ApiKeys:
             touch = timedelta(seconds=self._settings.api_key_touch_interval_s)
             if row.last_used_at is None or now - row.last_used_at >= touch:
                 await repo.update_api_key(parsed.key_id, last_used_at=now)
-            # The creator's NIPs are the organisation's active clients (an office member limited to some
-            # clients: those), or the company's own NIP: a relation that stopped being active drops out here.
-            nips = [n for n in creator.nips if row.nips is None or n in row.nips]
+            # The creator's NIPs: all the office's clients, those of a member limited to some, or the company's own
+            # NIP. A key narrows them further; which of them are active every service asks live.
+            if ALL_CLIENTS in creator.nips:
+                nips = list(row.nips) if row.nips is not None else [ALL_CLIENTS]
+            else:
+                nips = [n for n in creator.nips if row.nips is None or n in row.nips]
             return Principal(
                 sub=parsed.key_id,
                 ptype="api_key",

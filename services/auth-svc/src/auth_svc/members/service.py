@@ -117,9 +117,13 @@ class Members:
         org = await self._organisations.row(tx, m.organisation_id)
         assert org is not None
         if org.kind == OrgKind.OFFICE:
-            only = await repo.membership_clients(m.id) if m.restricted else None
-            # Only clients whose integration is active: the office may not touch a pending client's data yet.
-            nips = await self._relations.active_client_nips(tx, org.id, only)
+            # No list of active clients in the token: it would outlive a revocation. Every service asks its live
+            # projection of the integrations instead (platform_common.client_access); a member limited to some
+            # clients carries those, as a narrowing.
+            if m.restricted:
+                nips = await self._relations.client_nips(tx, org.id, await repo.membership_clients(m.id))
+            else:
+                nips = [ALL_CLIENTS]
         else:
             nips = [org.nip] if org.nip else []
         return Principal(

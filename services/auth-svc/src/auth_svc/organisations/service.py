@@ -92,6 +92,10 @@ class Organisations:
                     raise not_found("Organisation")
                 if org_id not in await self.relations.visible_client_ids(tx, actor, actor.org):
                     raise not_found("Organisation")
+                # A client that revoked or suspended the integration (or refused it) is closed to the office at
+                # once: its relation still lists it, with its state, but the company itself is not shown.
+                if not await self.relations.is_open(tx, actor.org, org_id):
+                    raise not_found("Organisation")
             if org is None:
                 raise not_found("Organisation")
             return org_view(org)

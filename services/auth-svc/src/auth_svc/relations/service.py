@@ -53,9 +53,16 @@ class Relations:
     async def client_ids(self, tx: Tx, office_id: uuid.UUID) -> set[uuid.UUID]:
         return {r.id for r in await RelationRepository(tx.session).clients_of(office_id)}
 
-    async def active_client_nips(self, tx: Tx, office_id: uuid.UUID, only: Iterable[uuid.UUID] | None) -> list[str]:
+    async def client_nips(self, tx: Tx, office_id: uuid.UUID, only: Iterable[uuid.UUID]) -> list[str]:
+        """The NIPs of these clients of the office, whatever the state: a token's narrowing, never its permission
+        (whether the relation is active is asked live by every service, platform_common.client_access)."""
         rows = await RelationRepository(tx.session).clients_of(office_id, only)
-        return sorted(r.nip for r in rows if r.state == RelationState.ACTIVE and r.nip)
+        return sorted(r.nip for r in rows if r.nip)
+
+    async def is_open(self, tx: Tx, office_id: uuid.UUID, client_id: uuid.UUID) -> bool:
+        """The office works with the client now: the relation is pending (consent on its way) or active."""
+        relation = await RelationRepository(tx.session).relation(office_id, client_id)
+        return relation is not None and relation.state != RelationState.INACTIVE
 
     async def visible_client_ids(self, tx: Tx, actor: Principal, office_id: uuid.UUID) -> set[uuid.UUID]:
         """The clients of an office the actor may see: all for admins and ops, assigned ones for accountants."""

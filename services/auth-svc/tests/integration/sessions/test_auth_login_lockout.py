@@ -35,8 +35,8 @@ class TestLogin:
         assert claims["org"] == str(w.orgs["A"]) and claims["org_kind"] == "office"
         assert claims["roles"] == ["office_accountant"]
         assert set(claims["perms"]) == {"ksef.read", "ksef.send", "buffer.read", "buffer.decide", "buffer.import"}
-        # Only the active client: the pending relation with E is not usable yet.
-        assert claims["nips"] == ["7777777702"]
+        # No list of clients: which are active (C, not the pending E) every service asks live on each request.
+        assert claims["nips"] == ["*"]
         assert claims["exp"] - claims["iat"] == 900 and claims["jti"] and claims["amr"] == ["pwd"]
 
     async def test_ops_and_client_claims(self, h_any: AuthHarness) -> None:

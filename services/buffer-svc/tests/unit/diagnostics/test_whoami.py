@@ -7,12 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
 from buffer_svc.main import create_app
 from buffer_svc.settings import BufferSettings
 from platform_common.auth import Authenticator
 from platform_common.settings import DatabaseSettings, MessagingSettings
-from platform_common.testing.auth import FakeClock, TokenFactory
+from platform_common.testing.auth import FakeClock, TokenFactory, open_clients
 
 C, D = "7777777702", "1112223303"
 
@@ -26,12 +27,13 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Token
         messaging=MessagingSettings(transport="inprocess"),
         auth=tokens.settings(),
     )
-    app = create_app(settings)
+    app = create_app(settings, migrate_on_start=True)
     authenticator: Authenticator = app.state.authenticator
     authenticator.clock, authenticator.transport = clock, tokens.transport()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://buffer") as c:
-        yield c, tokens
-    await authenticator.aclose()
+    async with LifespanManager(app):
+        await open_clients(app, C)  # the office of the tokens below works for C, not for D
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://buffer") as c:
+            yield c, tokens
 
 
 async def test_answers_who_the_caller_is_for_the_client(client: tuple[httpx.AsyncClient, TokenFactory]) -> None:

@@ -16,7 +16,7 @@ from ksef_gateway.settings import GatewaySettings
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import Authenticator
 from platform_common.settings import DatabaseSettings, MessagingSettings
-from platform_common.testing.auth import FakeClock, TokenFactory
+from platform_common.testing.auth import FakeClock, TokenFactory, open_clients
 
 CLIENT, OTHER = "5265877635", "7352765225"
 
@@ -33,6 +33,7 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, TokenFac
     )
     app = create_app(settings, migrate_on_start=True)
     async with LifespanManager(app):
+        await open_clients(app, CLIENT, OTHER)
         authenticator: Authenticator = app.state.authenticator
         authenticator.clock, authenticator.transport = clock, tokens.transport()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:

@@ -35,7 +35,7 @@ from ksef_sim.testing import RunningSim, serve
 from platform_common.contracts.integrations import IntegrationActivated, IntegrationRevoked
 from platform_common.settings import DatabaseSettings, MessagingSettings
 from platform_common.testing import wait_until
-from platform_common.testing.auth import FakeClock, TokenFactory
+from platform_common.testing.auth import FakeClock, TokenFactory, open_clients
 
 CLIENT = "7777777702"
 OFFICE = "5260250216"
@@ -189,6 +189,7 @@ async def gateway_app(db_url: str, sim: RunningSim, tokens: TokenFactory, tmp_pa
     authenticator = app.state.authenticator
     authenticator.clock, authenticator.transport = tokens.clock, tokens.transport()
     async with LifespanManager(app) as manager:
+        await open_clients(app, CLIENT, OFFICE, STRANGER)
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as api:
             yield World(api, Gateway.of(app.state.runtime), sim, tokens, db_url)

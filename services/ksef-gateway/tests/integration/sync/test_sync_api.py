@@ -28,7 +28,7 @@ from ksef_gateway.vault.service import ActiveContext
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import Authenticator
 from platform_common.settings import DatabaseSettings, MessagingSettings
-from platform_common.testing.auth import TokenFactory
+from platform_common.testing.auth import TokenFactory, open_clients
 
 CLIENT, OTHER = "7777777702", "1112223303"
 SAMPLE = Path("/work/shared/ksef/samples/invoices/fa3/csharp-invoice-template-fa-3.xml")
@@ -58,6 +58,7 @@ async def _api(db_url: str, tmp_path: Path, sync: SyncSettings) -> AsyncIterator
     authenticator: Authenticator = app.state.authenticator
     authenticator.clock, authenticator.transport = tokens.clock, tokens.transport()
     async with LifespanManager(app) as manager:
+        await open_clients(app, CLIENT, OTHER)
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             yield Api(http, tokens, Gateway.of(app.state.runtime))

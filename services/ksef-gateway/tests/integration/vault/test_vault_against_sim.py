@@ -38,7 +38,7 @@ from ksef_sim.domain.auth import AuthOperation
 from ksef_sim.settings import RateLimitMode, SimSettings
 from ksef_sim.testing import RunningSim, serve
 from platform_common.settings import DatabaseSettings, MessagingSettings
-from platform_common.testing.auth import FakeClock, TokenFactory
+from platform_common.testing.auth import FakeClock, TokenFactory, open_clients
 
 CLIENT = "7777777702"  # the client company: the KSeF context
 OFFICE = "5260250216"  # the accounting office (delegated model)
@@ -239,6 +239,7 @@ async def gateway_app(
     authenticator = app.state.authenticator
     authenticator.clock, authenticator.transport = tokens.clock, tokens.transport()
     async with LifespanManager(app) as manager:
+        await open_clients(app, CLIENT, OFFICE, STRANGER)
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as api:
             yield api, Gateway.of(app.state.runtime)
