@@ -178,3 +178,30 @@ async def test_consent_and_activation_code_open_the_client_to_the_office(
         return any(c["nip"] == CLIENT_NIP and c["state"] == "inactive" for c in clients)
 
     await wait_until(relation_inactive, timeout=30, what="auth-svc to end the relation")
+
+
+async def test_a_refusal_on_the_consent_page_is_recorded_and_reported_to_the_office(
+    hub: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    _, client = hub
+    admin = await _login(client, OFFICE_ADMIN)
+    office_id = (await client.get("/auth/me", headers=admin)).json()["context"]["org"]
+    (request_mail,) = await _mail_to(client, DEMO_CLIENT_EMAIL)
+    link = re.search(r"https?://\S+/approval/consent\?token=\S+", request_mail["text"])
+    assert link, request_mail["text"]
+    page = await client.get(link.group(0))
+    token = re.search(r'name="token" value="([^"]+)"', page.text)
+    assert token
+
+    form = {"token": token.group(1), "csrf": _csrf(page.text), "lang": "en", "decision": "refuse"}
+    refused = await client.post("/approval/consent", data=form)
+    assert refused.status_code == 200, refused.text
+
+    listed = (await client.get(f"/approval/offices/{office_id}/integrations", headers=admin)).json()
+    (integration,) = [i for i in listed if i["client_nip"] == CLIENT_NIP]
+    assert integration["state"] == "refused" and integration["ended_at"] is not None
+    # The office hears of it at its return address (Polish: the language it chose with the request); no code.
+    (notice,) = await _mail_to(client, DEMO_RETURN_EMAIL)
+    assert notice["subject"] == f"Klient NIP {CLIENT_NIP} odmówił zgody na integrację", notice
+    assert f"integracja {integration['id']}" in notice["text"] and not CODE.search(notice["text"])
+    assert (await client.get(f"/gateway/clients/{CLIENT_NIP}/invoices", headers=admin)).status_code == 404

@@ -19,8 +19,9 @@ mail_message = Table(
     Column("kind", String(32), nullable=False),
     Column("recipient", String(320), nullable=False),
     Column("subject_id", Uuid, nullable=False),  # the invitation, or the user resetting a password
-    Column("sealed_link", Text, nullable=False),
-    Column("expires_at", UtcDateTime, nullable=False),
+    # Both NULL for a notice that carries no link (a refused consent, notify_0004).
+    Column("sealed_link", Text, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
     Column("status", String(16), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     # --- delivery (notify_0003) ---

@@ -108,8 +108,11 @@ class IntegrationRefused(IntegrationChange):
     event_type: ClassVar[str] = "integration.refused"
     event_version: ClassVar[int] = 1
 
+    # notify-svc tells the office at the return address, in its language.
     return_email: str
     return_language: Literal["pl", "en"] | None = None
+    # The name the office gave the client with the request (additive within the version).
+    client_name: str | None = None
 
 
 class IntegrationActivated(IntegrationChange):

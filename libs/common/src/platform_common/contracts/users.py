@@ -41,7 +41,12 @@ class SealedLinkEvent(EventContract):
 
     def open_link(self, private_key: str) -> str:
         """The link in the clear; raises ``SealingError`` unless sealed to this key for this event type."""
-        opened = unseal(private_key, self.sealed_link, info=self.event_type.encode())
+        return self.open_sealed_link(private_key, self.sealed_link)
+
+    @classmethod
+    def open_sealed_link(cls, private_key: str, sealed_link: str) -> str:
+        """``open_link`` for a sealed link kept apart from its event (notify-svc's queued mail)."""
+        opened = unseal(private_key, sealed_link, info=cls.event_type.encode())
         try:
             return opened.decode()
         except UnicodeDecodeError as exc:

@@ -487,7 +487,11 @@ class Integrations:
         contract = _EVENTS[transition]
         extra_fields: dict[str, Any] = {}
         if contract is IntegrationRefused:
-            extra_fields = {"return_email": changed.return_email, "return_language": changed.return_language}
+            extra_fields = {
+                "return_email": changed.return_email,
+                "return_language": changed.return_language,
+                "client_name": changed.client_name,
+            }
         await self._emit(repo.s, contract(**self._common(changed, side, by), **extra_fields))
         log.info("integration %s: %s by the %s", row.id, target, side)
         return changed

@@ -17,7 +17,11 @@ from approval_svc.main import DEFINITION
 from approval_svc.settings import ApprovalSettings
 from approval_svc.wiring import Approval
 from platform_common.auth.principal import Principal
-from platform_common.contracts.integrations import IntegrationConsented, IntegrationConsentRequested
+from platform_common.contracts.integrations import (
+    IntegrationConsented,
+    IntegrationConsentRequested,
+    IntegrationRefused,
+)
 from platform_common.messaging.envelope import Envelope
 from platform_common.runtime import ServiceRuntime
 from platform_common.sealing import generate_keypair
@@ -87,7 +91,12 @@ async def _ask(integrations: Integrations, runtime: ServiceRuntime, nip: str = C
     view = await integrations.request(
         ADMIN,
         OFFICE,
-        ConsentRequest(client_nip=nip, client_email="zarzad@klient.example", return_email="biuro@b.example"),
+        ConsentRequest(
+            client_nip=nip,
+            client_email="zarzad@klient.example",
+            return_email="biuro@b.example",
+            client_name="Klient A" if nip == CLIENT_A else None,
+        ),
     )
     event = (await _events(runtime))[-1].parse(IntegrationConsentRequested)
     link = event.open_link(PRIVATE)
@@ -159,7 +168,9 @@ async def test_only_the_company_asked_decides(integrations: Integrations, runtim
     await integrations.decide(token, _client_owner(CLIENT_A), ConsentDecision(agree=False))
     view = await integrations.get(ADMIN, integration_id)
     assert view["state"] == "refused" and view["ended_by"] is not None
-    assert (await _events(runtime))[-1].payload["return_email"] == "biuro@b.example"
+    refused = (await _events(runtime))[-1].parse(IntegrationRefused)
+    # What notify-svc needs to tell the office: where, in which language, about whom.
+    assert (refused.return_email, refused.return_language, refused.client_name) == ("biuro@b.example", "pl", "Klient A")
 
 
 async def test_six_wrong_codes_lock_and_the_right_one_then_fails(

@@ -30,6 +30,8 @@ _SUBJECTS: dict[tuple[MailKind, str], str] = {
     (MailKind.CONSENT_REQUEST, "en"): "{organisation} asks for consent to access your company's data in KSeF Hub",
     (MailKind.ACTIVATION_CODE, "pl"): "Kod aktywacyjny integracji z klientem NIP {client_nip}",
     (MailKind.ACTIVATION_CODE, "en"): "Activation code for the integration with client NIP {client_nip}",
+    (MailKind.CONSENT_REFUSED, "pl"): "Klient NIP {client_nip} odmówił zgody na integrację",
+    (MailKind.CONSENT_REFUSED, "en"): "Client NIP {client_nip} refused consent to the integration",
 }
 
 _ROLES: dict[tuple[str, str], str] = {
@@ -56,8 +58,9 @@ class MailContent:
     kind: MailKind
     language: str
     recipient: str
-    link: str
-    expires_at: datetime
+    # Both None for a notice.
+    link: str | None
+    expires_at: datetime | None
     organisation_name: str | None = None
     role: str | None = None
     # An activation code mail's code (opened from its sealed form right before sending, like the link).
@@ -71,16 +74,27 @@ def role_label(role: str | None, language: str) -> str | None:
     return _ROLES.get((role, language), role)
 
 
+def _instant(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _warsaw(moment: datetime | None) -> str:
+    return moment.astimezone(WARSAW).strftime("%Y-%m-%d %H:%M") if moment is not None else ""
+
+
 def compose(content: MailContent, *, sender: str, message_id: str, now: datetime) -> EmailMessage:
     context = {
-        "link": content.link,
-        "expires_at": content.expires_at.astimezone(WARSAW).strftime("%Y-%m-%d %H:%M"),
+        "link": content.link or "",
+        "expires_at": _warsaw(content.expires_at),
         "organisation": content.organisation_name or "",
         "role": role_label(content.role, content.language) or "",
         "code": content.code or "",
         "office_nip": content.details.get("office_nip", ""),
         "client_nip": content.details.get("client_nip", ""),
         "send_sales": bool(content.details.get("send_sales")),
+        "client_name": content.details.get("client_name") or "",
+        "integration_id": content.details.get("integration_id", ""),
+        "refused_at": _warsaw(_instant(content.details.get("refused_at"))),
     }
     name = f"{content.kind.value}.{content.language}"
     message = EmailMessage()

@@ -15,6 +15,7 @@ from platform_common.contracts.integrations import (
     INTEGRATION_TOPIC,
     IntegrationConsented,
     IntegrationConsentRequested,
+    IntegrationRefused,
 )
 from platform_common.messaging.dispatch import Subscription
 from platform_common.messaging.envelope import Envelope
@@ -44,12 +45,14 @@ def subscriptions(runtime: ServiceRuntime) -> Sequence[Subscription]:
         wake_after_commit(session, sender.wake)
 
     async def on_integration_changed(session: AsyncSession, envelope: Envelope) -> None:
-        # The lifecycle shares one topic; only two of its changes ask for an e-mail.
+        # The lifecycle shares one topic; only three of its changes ask for an e-mail.
         if envelope.type == IntegrationConsentRequested.event_type:
             event = envelope.parse(IntegrationConsentRequested)
             await service.consent_requested(MailRepository(session), envelope.id, event)
         elif envelope.type == IntegrationConsented.event_type:
             await service.consented(MailRepository(session), envelope.id, envelope.parse(IntegrationConsented))
+        elif envelope.type == IntegrationRefused.event_type:
+            await service.consent_refused(MailRepository(session), envelope.id, envelope.parse(IntegrationRefused))
         else:
             return
         wake_after_commit(session, sender.wake)

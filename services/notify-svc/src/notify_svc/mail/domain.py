@@ -19,6 +19,7 @@ class MailKind(StrEnum):
     PASSWORD_RESET = "password_reset"  # noqa: S105  # a kind of e-mail, not a password
     CONSENT_REQUEST = "consent_request"  # to the client: the one-time link to the consent page
     ACTIVATION_CODE = "activation_code"  # to the office's return address, after the client consented
+    CONSENT_REFUSED = "consent_refused"  # to the office's return address: a notice, with no link
 
 
 class MailStatus(StrEnum):

@@ -20,8 +20,9 @@ class MailRecord:
     kind: str
     recipient: str
     subject_id: uuid.UUID
-    sealed_link: str
-    expires_at: datetime
+    # Both None for a notice (no link to open, nothing that stops being worth sending).
+    sealed_link: str | None
+    expires_at: datetime | None
     status: str
     created_at: datetime
     language: str = "pl"

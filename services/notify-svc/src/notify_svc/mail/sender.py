@@ -8,7 +8,7 @@ commits; otherwise it sleeps until the next mail falls due, at most ``poll_inter
 Outcomes: accepted → ``sent``; a 5xx reply, or temporary failures (4xx, no answer) past ``give_up_after_s`` →
 ``failed`` with the server's reply; any other failure → tried again after ``retry_base_s`` doubling up to
 ``retry_max_s``. An SMTP outage therefore delays mail and loses none. A mail whose link expired before it could
-go out is ``expired``, not sent.
+go out is ``expired``, not sent. A notice (a refused consent) has no link and no expiry.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class MailSender:
 
     async def _attempt(self, mail: MailRecord) -> None:
         now = self._clock()
-        if mail.expires_at <= now:
+        if mail.expires_at is not None and mail.expires_at <= now:
             async with self._db.sessionmaker() as session, session.begin():
                 await MailRepository(session).expire(mail)
             log.warning("mail %s (%s) not sent: its link expired first", mail.id, mail.kind)
@@ -149,13 +149,14 @@ class MailSender:
         result = await self._transport.send(message)
         await self._end(mail, result)
 
-    def _open_link(self, mail: MailRecord) -> str:
+    def _open_link(self, mail: MailRecord) -> str | None:
+        if mail.sealed_link is None:
+            return None  # a notice
         if self._seal_key is None:
             raise SealingError("notify-svc has no sealing key")
         event_type = _EVENTS[MailKind(mail.kind)]
         # The event's own rule (``info`` = its type): a text sealed for another purpose does not open here.
-        sealed = event_type.model_construct(sealed_link=mail.sealed_link, expires_at=mail.expires_at)
-        return sealed.open_link(self._seal_key.get_secret_value())
+        return event_type.open_sealed_link(self._seal_key.get_secret_value(), mail.sealed_link)
 
     def _open_code(self, mail: MailRecord) -> str | None:
         """An activation code mail's code, opened like its link (and, like it, only into the message)."""

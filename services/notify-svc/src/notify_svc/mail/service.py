@@ -17,7 +17,11 @@ from notify_svc.mail.domain import MailKind, MailStatus, language_of
 from notify_svc.mail.repository import MailRecord
 from platform_common.auth.clock import Clock, system_clock
 from platform_common.contracts import PasswordResetRequested, UserInvited
-from platform_common.contracts.integrations import IntegrationConsented, IntegrationConsentRequested
+from platform_common.contracts.integrations import (
+    IntegrationConsented,
+    IntegrationConsentRequested,
+    IntegrationRefused,
+)
 from platform_common.contracts.users import SealedLinkEvent
 from platform_common.messaging.dispatch import PermanentFailure
 from platform_common.sealing import SealingError
@@ -81,6 +85,32 @@ class MailService:
         await self._queue(
             store, event_id, MailKind.ACTIVATION_CODE, event, event.return_email, event.integration_id, details
         )
+
+    async def consent_refused(self, store: MailStore, event_id: uuid.UUID, event: IntegrationRefused) -> None:
+        """The office is told at its return address; the mail is a notice, so there is no link to check or seal."""
+        await store.add(
+            MailRecord(
+                id=event_id,
+                kind=MailKind.CONSENT_REFUSED.value,
+                recipient=event.return_email,
+                subject_id=event.integration_id,
+                sealed_link=None,
+                expires_at=None,
+                status=MailStatus.PENDING.value,
+                created_at=self._clock(),
+                language=language_of(event.return_language, self._default_language),
+                details={
+                    "organisation_name": event.office_name,
+                    "office_nip": event.office_nip,
+                    "client_nip": event.client_nip,
+                    "client_name": event.client_name,
+                    "send_sales": event.send_sales,
+                    "refused_at": event.changed_at.isoformat(),
+                    "integration_id": str(event.integration_id),
+                },
+            )
+        )
+        log.info("%s e-mail pending for event %s", MailKind.CONSENT_REFUSED, event_id)
 
     async def _queue(
         self,

@@ -1,5 +1,6 @@
 """notify-svc sends its mail to a real SMTP listener on loopback (aiosmtpd), over SQLite and PostgreSQL: the link
-arrives opened, in the recipient's language; a redelivered event sends nothing twice; 4xx and an outage delay mail
+arrives opened, in the recipient's language; a refused consent reaches the office; a redelivered event sends nothing
+twice; 4xx and an outage delay mail
 and lose none; 5xx fails it for good with the server's reply in the delivery log."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from notify_svc.main import DEFINITION
 from notify_svc.settings import MailDeliverySettings, NotifySettings, SmtpSettings
 from notify_svc.wiring import mail_sender
 from platform_common.contracts import PasswordResetRequested, UserInvited
+from platform_common.contracts.integrations import INTEGRATION_TOPIC, IntegrationRefused
 from platform_common.messaging.dispatch import Outcome
 from platform_common.messaging.envelope import Envelope
 from platform_common.runtime import ServiceRuntime
@@ -130,6 +132,52 @@ async def test_a_redelivered_event_sends_no_second_mail(runtime: ServiceRuntime,
     # A pass of the sender now finds nothing due: the one mail is sent and stays sent.
     assert await mail_sender(runtime).send_due() == 0
     assert len(catcher.mails) == 1
+
+
+def _refusal(language: Literal["pl", "en"] | None) -> Envelope:
+    office_id = uuid.uuid4()
+    event = IntegrationRefused(
+        integration_id=uuid.uuid4(),
+        revision=2,
+        state="refused",
+        office_id=office_id,
+        office_nip="5260250216",
+        office_name="Biuro <Kowalski>",
+        client_nip="7777777702",
+        client_name="Piekarnia Kowalski",
+        changed_at=datetime(2026, 12, 6, 9, 30, tzinfo=UTC),
+        changed_by_side="client",
+        changed_by="link:zarzad@piekarnia.example",
+        return_email="biuro@kowalski.example",
+        return_language=language,
+    )
+    return Envelope.wrap(event, producer="approval-svc", client_nip=event.client_nip, tenant=str(office_id))
+
+
+async def test_a_refused_consent_is_reported_to_the_office_once_in_its_language(
+    runtime: ServiceRuntime, catcher: SmtpCatcher
+) -> None:
+    english, polish = _refusal("en"), _refusal(None)
+
+    assert await _deliver(runtime, english, INTEGRATION_TOPIC) == [Outcome.APPLIED]
+    assert await _deliver(runtime, polish, INTEGRATION_TOPIC) == [Outcome.APPLIED]
+    mails = {m.message["Message-ID"]: m for m in await catcher.wait_for_mails(2)}
+
+    mail = mails[f"<{english.id}@hub.example>"]
+    assert mail.recipients == ("biuro@kowalski.example",)
+    assert mail.message["Subject"] == "Client NIP 7777777702 refused consent to the integration"
+    # The moment in Warsaw time (UTC+1 in December), who refused, and what the office can do about it.
+    text = mail.body("plain")
+    assert "Piekarnia Kowalski (NIP 7777777702) refused consent" in text and "2026-12-06 10:30" in text
+    assert f"integration {english.payload['integration_id']}" in text and "renew the request" in text
+    assert "Biuro &lt;Kowalski&gt;" in mail.body("html")
+    assert mails[f"<{polish.id}@hub.example>"].message["Subject"] == "Klient NIP 7777777702 odmówił zgody na integrację"
+    record, _ = await _wait_for_status(runtime, english.id, "sent")
+    assert (record.kind, record.sealed_link, record.expires_at) == ("consent_refused", None, None)
+
+    assert await _deliver(runtime, english, INTEGRATION_TOPIC) == [Outcome.DUPLICATE]
+    assert await mail_sender(runtime).send_due() == 0
+    assert len(catcher.mails) == 2
 
 
 async def test_a_temporary_refusal_is_retried_until_the_server_accepts(

@@ -87,6 +87,24 @@ def test_a_password_reset_mail_exists_in_both_languages(language: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("language", "phrase"),
+    [
+        ("pl", "klient (NIP 1112223303) odmówił 2026-12-04 22:00 (czasu warszawskiego)"),
+        ("en", "the client (NIP 1112223303) refused consent to the integration with Biuro on 2026-12-04 22:00"),
+    ],
+)
+def test_a_refusal_notice_has_no_link_and_names_what_was_refused(language: str, phrase: str) -> None:
+    details = {"client_nip": "1112223303", "send_sales": True, "refused_at": NOW.isoformat(), "integration_id": "i-1"}
+    content = MailContent(
+        MailKind.CONSENT_REFUSED, language, "biuro@example.com", None, None, organisation_name="Biuro", details=details
+    )
+    text = _compose(content).get_body(preferencelist=("plain",)).get_content()  # type: ignore[attr-defined]
+    assert phrase in text
+    # Sending was asked too, so the notice says so; no link, so no dangling "http".
+    assert ("faktur sprzedażowych" if language == "pl" else "sales invoices") in text and "http" not in text
+
+
+@pytest.mark.parametrize(
     ("result", "expected"),
     [
         (DeliveryResult(True, 250), AttemptOutcome.SENT),
