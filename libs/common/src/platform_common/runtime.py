@@ -75,7 +75,12 @@ class ServiceRuntime:
         if settings.messaging.transport == "inprocess":
             self.transport = InProcessTransport(bus or InProcessBus())
         else:
-            self.transport = KafkaTransport(settings.kafka, client_id=definition.name, topics=TOPICS)
+            self.transport = KafkaTransport(
+                settings.kafka,
+                client_id=definition.name,
+                topics=TOPICS,
+                stop_grace_s=settings.messaging.stop_grace_s,
+            )
         tracer = self.telemetry.tracer(f"ksef_hub.{definition.name}")
         meter = self.telemetry.meter_provider.get_meter(f"ksef_hub.{definition.name}")
         self.dispatcher = Dispatcher(

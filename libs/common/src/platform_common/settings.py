@@ -52,6 +52,10 @@ class MessagingSettings(BaseModel):
     retry_max_backoff_s: float = Field(default=10.0, ge=0)
     relay_batch_size: int = Field(default=200, ge=1)
     relay_poll_interval_s: float = Field(default=0.5, gt=0)
+    # A stopping relay or consumer finishes the batch it is in (up to this long) instead of being cancelled in
+    # the middle of it: a cancelled delivery can leave its handler's transaction open, and on SQLite an open write
+    # transaction blocks every other writer of the file until the connection is collected.
+    stop_grace_s: float = Field(default=10.0, ge=0)
     # How many of the 16 outbox lanes one relay claims at a time (PostgreSQL); the rest stay for its peers.
     relay_lanes_per_claim: int = Field(default=4, ge=1, le=16)
     # Published outbox rows are kept this long (to investigate a delivery) and then deleted by the relay, so

@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import MetaData, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,10 +29,6 @@ def _sqlite_worker_threads() -> set[threading.Thread]:
 
 async def test_a_delivery_in_flight_finishes_before_the_engine_is_disposed(tmp_path: Path) -> None:
     before = _sqlite_worker_threads()
-    bus = InProcessBus()
-    messaging = MessagingSettings(transport="inprocess", relay_poll_interval_s=0.05)
-    p_meta, p_tables, _ = make_schema("producer")
-    c_meta, c_tables, applied = make_schema("consumer")
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def slow_handler(session: AsyncSession, event: Envelope) -> None:
@@ -40,28 +37,14 @@ async def test_a_delivery_in_flight_finishes_before_the_engine_is_disposed(tmp_p
         # Holds its connection while the consumer is asked to stop.
         await release.wait()
 
-    def runtime(
-        name: str,
-        meta: MetaData,
-        tables: MessagingTables,
-        subscriptions: Callable[[ServiceRuntime], Sequence[Subscription]],
-    ) -> ServiceRuntime:
-        definition = ServiceDefinition(
-            name=name, schema=name, metadata=meta, tables=tables, migrations="", subscriptions=subscriptions
-        )
-        url = f"sqlite+aiosqlite:///{tmp_path / name}.db"
-        return ServiceRuntime(definition, ServiceSettings(db=DatabaseSettings(url=url), messaging=messaging), bus=bus)
-
-    producer = runtime("producer", p_meta, p_tables, lambda _rt: [])
-    consumer = runtime("consumer", c_meta, c_tables, lambda _rt: [Subscription("slow", "shutdown.test", slow_handler)])
+    messaging = MessagingSettings(transport="inprocess", relay_poll_interval_s=0.05)
+    producer, consumer, applied = _two_services(tmp_path, messaging, slow_handler)
     for rt in (producer, consumer):
         await create_schema(rt)
     await consumer.start()
     await producer.start()
     try:
-        async with producer.db.sessionmaker() as session, session.begin():
-            env = Envelope(type="test.ping", version=1, producer="producer", client_nip="5260250274", payload={})
-            await producer.outbox.add(session, env, topic="shutdown.test")
+        await _publish_one(producer)
         await asyncio.wait_for(entered.wait(), timeout=30)
 
         stopping = asyncio.create_task(consumer.stop())
@@ -94,3 +77,106 @@ async def test_a_delivery_in_flight_finishes_before_the_engine_is_disposed(tmp_p
     for thread in leftover:
         thread.join(timeout=10)
     assert [t.name for t in leftover if t.is_alive()] == []
+
+
+def _two_services(
+    tmp_path: Path, messaging: MessagingSettings, handler: Callable[[AsyncSession, Envelope], Any]
+) -> tuple[ServiceRuntime, ServiceRuntime, Any]:
+    bus = InProcessBus()
+    p_meta, p_tables, _ = make_schema("producer")
+    c_meta, c_tables, applied = make_schema("consumer")
+
+    def runtime(
+        name: str,
+        meta: MetaData,
+        tables: MessagingTables,
+        subscriptions: Callable[[ServiceRuntime], Sequence[Subscription]],
+    ) -> ServiceRuntime:
+        definition = ServiceDefinition(
+            name=name, schema=name, metadata=meta, tables=tables, migrations="", subscriptions=subscriptions
+        )
+        url = f"sqlite+aiosqlite:///{tmp_path / name}.db"
+        return ServiceRuntime(definition, ServiceSettings(db=DatabaseSettings(url=url), messaging=messaging), bus=bus)
+
+    producer = runtime("producer", p_meta, p_tables, lambda _rt: [])
+    consumer = runtime("consumer", c_meta, c_tables, lambda _rt: [Subscription("slow", "shutdown.test", handler)])
+    return producer, consumer, applied
+
+
+async def _publish_one(producer: ServiceRuntime) -> None:
+    async with producer.db.sessionmaker() as session, session.begin():
+        env = Envelope(type="test.ping", version=1, producer="producer", client_nip="5260250274", payload={})
+        await producer.outbox.add(session, env, topic="shutdown.test")
+
+
+async def test_a_stopping_relay_lets_the_delivery_it_carries_finish_and_frees_the_consumers_database(
+    tmp_path: Path,
+) -> None:
+    """In one process the producer's relay task runs the consumer's handler. Cancelling that task half-way used to
+    leave the handler's SQLite write transaction open, and the consumer's next writer waited for the lock until
+    the abandoned connection was collected (tens of seconds, a flaky shutdown of the embedded runner)."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    outcome: list[str] = []
+
+    async def slow_handler(session: AsyncSession, event: Envelope) -> None:
+        await session.execute(insert(applied).values(event_id=event.id, key=event.key, idx=0, subscription="slow"))
+        entered.set()
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        outcome.append("finished")
+
+    messaging = MessagingSettings(transport="inprocess", relay_poll_interval_s=0.05, stop_grace_s=30)
+    producer, consumer, applied = _two_services(tmp_path, messaging, slow_handler)
+    for rt in (producer, consumer):
+        await create_schema(rt)
+    await consumer.start()
+    await producer.start()
+    try:
+        await _publish_one(producer)
+        await asyncio.wait_for(entered.wait(), timeout=30)
+        stopping = asyncio.create_task(producer.stop())
+        await wait_until(lambda: _async(producer.relay.stopping), what="the relay to be asked to stop")
+        assert not stopping.done()  # waiting for the batch in flight, not cancelling it
+        release.set()
+        await asyncio.wait_for(stopping, timeout=30)
+        assert outcome == ["finished"]
+        # The consumer's database takes a writer at once: nothing holds its write lock.
+        async with consumer.db.engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA busy_timeout=100")
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            assert await conn.scalar(select(func.count()).select_from(applied)) == 1
+            await conn.rollback()
+    finally:
+        release.set()
+        await producer.stop()
+        await consumer.stop()
+
+
+async def test_a_relay_whose_delivery_never_ends_is_cancelled_after_the_grace_period(tmp_path: Path) -> None:
+    entered = asyncio.Event()
+
+    async def stuck_handler(session: AsyncSession, event: Envelope) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    messaging = MessagingSettings(transport="inprocess", relay_poll_interval_s=0.05, stop_grace_s=0.2)
+    producer, consumer, _ = _two_services(tmp_path, messaging, stuck_handler)
+    for rt in (producer, consumer):
+        await create_schema(rt)
+    await consumer.start()
+    await producer.start()
+    try:
+        await _publish_one(producer)
+        await asyncio.wait_for(entered.wait(), timeout=30)
+        await asyncio.wait_for(producer.stop(), timeout=30)
+        assert not producer.relay.running
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def _async(value: bool) -> bool:
+    return value

@@ -24,6 +24,7 @@ from platform_common.db import Database
 from platform_common.messaging.envelope import Envelope, EventContract
 from platform_common.messaging.tables import OUTBOX_LANES, MessagingTables, lane_of
 from platform_common.settings import MessagingSettings
+from platform_common.tasks import finish_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class OutboxRelay:
         self._published = meter.create_counter("ksef_hub.outbox.published", description="Outbox rows published")
         self._failures = meter.create_counter("ksef_hub.outbox.publish_failures", description="Failed publish batches")
         self.wake_event = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_purge = datetime.min.replace(tzinfo=UTC)
         self.consecutive_failures = 0
@@ -171,19 +173,22 @@ class OutboxRelay:
     async def start(self) -> None:
         if not self._db.is_sqlite:
             await self._ensure_lanes()
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            except BaseException:
-                # The loop only dies of what it cannot handle; say so, but let the service stop cleanly.
-                log.exception("outbox relay %s had stopped with an error", self.name)
-            self._task = None
+        """Let the batch in flight finish (for the in-process transport it includes the other services'
+        deliveries, each in its own transaction), then end the loop; cancel only after ``stop_grace_s``."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        self.wake_event.set()
+        await finish_or_cancel(self._task, grace_s=self._settings.stop_grace_s, what=f"outbox relay {self.name}")
+        self._task = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     @property
     def running(self) -> bool:
@@ -200,7 +205,7 @@ class OutboxRelay:
             )
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 published = await self.publish_pending()
                 self.consecutive_failures = 0
@@ -214,7 +219,8 @@ class OutboxRelay:
                     self._settings.retry_initial_backoff_s * 2 ** min(self.consecutive_failures, 10),
                 )
                 log.exception("outbox relay %s failed; retrying in %.2fs", self.name, backoff)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
                 continue
             if published == 0:
                 with contextlib.suppress(TimeoutError):

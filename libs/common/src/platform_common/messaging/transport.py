@@ -21,6 +21,7 @@ from typing import Any
 from platform_common.messaging.dispatch import DLT_SUFFIX, DeadLetter, Dispatcher
 from platform_common.messaging.outbox import OutboundMessage
 from platform_common.settings import KafkaSettings
+from platform_common.tasks import finish_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,18 @@ class InProcessTransport(Transport):
 
 
 class KafkaTransport(Transport):
-    def __init__(self, settings: KafkaSettings, *, client_id: str, topics: Sequence[str] = ()) -> None:
+    def __init__(
+        self, settings: KafkaSettings, *, client_id: str, topics: Sequence[str] = (), stop_grace_s: float = 10.0
+    ) -> None:
         super().__init__()
+        self._stop_grace_s = stop_grace_s
         self.settings = settings
         self.client_id = settings.client_id or client_id
         self._extra_topics = set(topics)
         self._producer: Any = None
         self._consumers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     def declare_topics(self, *topics: str) -> None:
         """Topics this service produces to, created on start (with their dead-letter twins) when missing."""
@@ -133,6 +138,7 @@ class KafkaTransport(Transport):
         )
         await producer.start()
         self._producer = producer
+        self._stopping.clear()
         for dispatcher in self._dispatchers:
             if not dispatcher.topics:
                 continue
@@ -201,7 +207,7 @@ class KafkaTransport(Transport):
     async def _consume(self, consumer: Any, dispatcher: Dispatcher) -> None:
         from aiokafka.errors import KafkaError
 
-        while True:
+        while not self._stopping.is_set():
             try:
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
             except KafkaError:
@@ -219,6 +225,8 @@ class KafkaTransport(Transport):
         done = 0
         try:
             for msg in msgs:
+                if self._stopping.is_set():
+                    break  # what is done is committed below; the rest is redelivered to whoever takes over
                 await dispatcher.deliver(
                     msg.topic,
                     msg.key.decode() if msg.key is not None else None,
@@ -274,11 +282,11 @@ class KafkaTransport(Transport):
                 raise RuntimeError(f"Kafka consumer task {task.get_name()} stopped")
 
     async def stop(self) -> None:
+        # Stop between deliveries rather than cancel one half-way (its transaction would stay open until the
+        # connection is collected); a fetch waits at most 500 ms, so the loops end quickly.
+        self._stopping.set()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await finish_or_cancel(task, grace_s=self._stop_grace_s, what=task.get_name())
         self._tasks.clear()
         for consumer in self._consumers:
             with contextlib.suppress(Exception):

@@ -12,8 +12,11 @@ import contextlib
 import logging
 
 from approval_svc.integrations.service import Integrations
+from platform_common.tasks import finish_or_cancel
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 10.0
 
 
 class ExpirySweeper:
@@ -21,24 +24,27 @@ class ExpirySweeper:
         self._integrations = integrations
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._loop(), name="approval-svc expiry")
 
     async def stop(self) -> None:
+        """A pass in progress finishes (it is one short transaction per integration) rather than being cut off."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            await finish_or_cancel(self._task, grace_s=STOP_GRACE_S, what="approval-svc expiry")
             self._task = None
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 expired = await self._integrations.expire_overdue()
                 if expired:
                     log.info("%d integration(s) expired unused", expired)
             except Exception:
                 log.exception("expiring overdue integrations failed; next pass in %s s", self._interval_s)
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval_s)

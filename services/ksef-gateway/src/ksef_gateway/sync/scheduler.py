@@ -26,8 +26,11 @@ from ksef_gateway.settings import SyncSettings
 from ksef_gateway.sync.domain import SubjectType, enabled_subjects, order_due
 from ksef_gateway.sync.engine import Clock, RunReport, SyncEngine, utcnow
 from ksef_gateway.vault.service import ActiveContext
+from platform_common.tasks import finish_or_cancel
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class SyncScheduler:
         self.settings = settings
         self._clock = clock
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._running: dict[tuple[str, SubjectType], asyncio.Task[RunReport]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrency)
@@ -62,13 +66,16 @@ class SyncScheduler:
 
     async def start(self) -> None:
         if self.settings.enabled and self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._loop(), name="purchase-sync-scheduler")
 
     async def stop(self) -> None:
+        # The loop ends after the tick in hand (its database work is short; see platform_common.tasks). Runs are
+        # cancelled: one may wait minutes for an export, and its state is persisted before each KSeF call.
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping = True
+            self._wake.set()
+            await finish_or_cancel(self._task, grace_s=STOP_GRACE_S, what="purchase sync scheduler")
             self._task = None
         running = list(self._running.values())
         for task in running:
@@ -94,7 +101,7 @@ class SyncScheduler:
         return any(running_nip == nip for running_nip, _ in self._running)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             # Cleared before the tick: a wake-up that arrives while it runs makes the next wait return at once.
             self._wake.clear()
             try:

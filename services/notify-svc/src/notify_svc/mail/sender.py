@@ -39,6 +39,7 @@ from platform_common.contracts.integrations import IntegrationConsented, Integra
 from platform_common.contracts.users import SealedLinkEvent
 from platform_common.db import Database
 from platform_common.sealing import SealingError
+from platform_common.tasks import finish_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,7 @@ class MailSender:
             return
         self._stopping = True
         self.wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), self._smtp.timeout_s + 5.0)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await finish_or_cancel(self._task, grace_s=self._smtp.timeout_s + 5.0, what="notify-svc mail sender")
         self._task = None
 
     async def send_due(self) -> int:
