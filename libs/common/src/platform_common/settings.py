@@ -70,6 +70,11 @@ class HttpClientSettings(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=100, ge=1)
+    # Idle connections kept for reuse. httpx's own default (20) is lost as soon as ``max_connections`` is given, and
+    # an unbounded keep-alive pool costs every request a scan of all idle connections (httpcore checks each for
+    # expiry with socket calls): with a pool grown to 100 this was most of the gateway's CPU per KSeF call. The
+    # gateway never has more than ``budget.max_in_flight`` (8) KSeF calls open, so 10 idle connections suffice.
+    max_keepalive_connections: int = Field(default=10, ge=0)
 
 
 class HttpLimitsSettings(BaseModel):

@@ -44,7 +44,9 @@ class Gateway:
         ksef, http = self.settings.ksef, self.settings.http
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(http.read_timeout_s, connect=http.connect_timeout_s),
-            limits=httpx.Limits(max_connections=http.max_connections),
+            limits=httpx.Limits(
+                max_connections=http.max_connections, max_keepalive_connections=http.max_keepalive_connections
+            ),
             headers={"User-Agent": f"{GATEWAY_PRODUCT} (replica {ksef.replica_id})"},
         )
         self.budget: Budget = RateBudget(self.settings.budget)

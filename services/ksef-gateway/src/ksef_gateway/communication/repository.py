@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,23 +31,27 @@ class LogEntry:
     at: datetime
 
 
-async def append(conn: AsyncConnection, call: CallRecord, replica_id: str) -> None:
-    await conn.execute(
-        insert(communication_log).values(
-            context_nip=call.context_nip,
-            environment=call.environment,
-            operation=call.operation,
-            http_status=call.http_status,
-            outcome=call.outcome,
-            reference_numbers=list(call.reference_numbers),
-            error_codes=list(call.error_codes),
-            description=call.description[:500] if call.description else None,
-            duration_ms=call.duration_ms,
-            attempts=call.attempts,
-            replica_id=replica_id,
-            at=call.at,
-        )
-    )
+def _row(call: CallRecord, replica_id: str) -> dict[str, Any]:
+    return {
+        "context_nip": call.context_nip,
+        "environment": call.environment,
+        "operation": call.operation,
+        "http_status": call.http_status,
+        "outcome": call.outcome,
+        "reference_numbers": list(call.reference_numbers),
+        "error_codes": list(call.error_codes),
+        "description": call.description[:500] if call.description else None,
+        "duration_ms": call.duration_ms,
+        "attempts": call.attempts,
+        "replica_id": replica_id,
+        "at": call.at,
+    }
+
+
+async def append(conn: AsyncConnection, calls: Sequence[CallRecord], replica_id: str) -> None:
+    """One multi-row statement for a batch of calls, in their order (ids follow it)."""
+    if calls:
+        await conn.execute(insert(communication_log), [_row(call, replica_id) for call in calls])
 
 
 async def entries_of(conn: AsyncConnection, context_nip: str, *, limit: int, before_id: int | None) -> list[LogEntry]:
