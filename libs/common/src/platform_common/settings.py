@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from platform_common.auth.settings import AuthClientSettings
+from platform_common.tasks import STOP_GRACE_S
 
 
 class DatabaseSettings(BaseModel):
@@ -55,7 +56,7 @@ class MessagingSettings(BaseModel):
     # A stopping relay or consumer finishes the batch it is in (up to this long) instead of being cancelled in
     # the middle of it: a cancelled delivery can leave its handler's transaction open, and on SQLite an open write
     # transaction blocks every other writer of the file until the connection is collected.
-    stop_grace_s: float = Field(default=10.0, ge=0)
+    stop_grace_s: float = Field(default=STOP_GRACE_S, ge=0)
     # How many of the 16 outbox lanes one relay claims at a time (PostgreSQL); the rest stay for its peers.
     relay_lanes_per_claim: int = Field(default=4, ge=1, le=16)
     # Published outbox rows are kept this long (to investigate a delivery) and then deleted by the relay, so

@@ -14,8 +14,12 @@ import logging
 
 log = logging.getLogger(__name__)
 
+# Long enough for a unit of work (a batch of deliveries, a pass of short transactions), short enough for a
+# rolling restart.
+STOP_GRACE_S = 10.0
 
-async def finish_or_cancel(task: asyncio.Task[None], *, grace_s: float, what: str) -> None:
+
+async def finish_or_cancel(task: asyncio.Task[None], *, what: str, grace_s: float = STOP_GRACE_S) -> None:
     """Wait up to ``grace_s`` for ``task`` (already asked to stop) to end; cancel it after that.
 
     An exception the task died of is logged, not raised: the service still stops cleanly.

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +39,27 @@ async def test_a_delivery_in_flight_finishes_before_the_engine_is_disposed(tmp_p
         await release.wait()
 
     messaging = MessagingSettings(transport="inprocess", relay_poll_interval_s=0.05)
-    producer, consumer, applied = _two_services(tmp_path, messaging, slow_handler)
-    for rt in (producer, consumer):
-        await create_schema(rt)
-    await consumer.start()
-    await producer.start()
-    try:
-        await _publish_one(producer)
-        await asyncio.wait_for(entered.wait(), timeout=30)
+    async with _two_services(tmp_path, messaging, slow_handler) as (producer, consumer, applied):
+        try:
+            await _publish_one(producer)
+            await asyncio.wait_for(entered.wait(), timeout=30)
 
-        stopping = asyncio.create_task(consumer.stop())
+            stopping = asyncio.create_task(consumer.stop())
 
-        async def transport_stopped() -> bool:
-            try:
-                await consumer.transport.check_ready()
-            except RuntimeError:
-                return True
-            return False
+            async def transport_stopped() -> bool:
+                try:
+                    await consumer.transport.check_ready()
+                except RuntimeError:
+                    return True
+                return False
 
-        await wait_until(transport_stopped, what="the consumer to stop taking deliveries")
-        # The engine is still there for the handler that is running.
-        assert not stopping.done()
-        release.set()
-        await stopping
-    finally:
-        release.set()
-        await producer.stop()
-        await consumer.stop()
+            await wait_until(transport_stopped, what="the consumer to stop taking deliveries")
+            # The engine is still there for the handler that is running.
+            assert not stopping.done()
+            release.set()
+            await stopping
+        finally:
+            release.set()
 
     # The handler's work was committed, not cut off by the disposal.
     check = Database(consumer.settings.db, "consumer")
@@ -79,9 +74,12 @@ async def test_a_delivery_in_flight_finishes_before_the_engine_is_disposed(tmp_p
     assert [t.name for t in leftover if t.is_alive()] == []
 
 
-def _two_services(
+@asynccontextmanager
+async def _two_services(
     tmp_path: Path, messaging: MessagingSettings, handler: Callable[[AsyncSession, Envelope], Any]
-) -> tuple[ServiceRuntime, ServiceRuntime, Any]:
+) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime, Any]]:
+    """A producer and a consumer (``handler`` on ``shutdown.test``) on one in-process bus, both started; stopped on
+    exit (stopping twice is harmless, so a test may stop either itself)."""
     bus = InProcessBus()
     p_meta, p_tables, _ = make_schema("producer")
     c_meta, c_tables, applied = make_schema("consumer")
@@ -100,7 +98,15 @@ def _two_services(
 
     producer = runtime("producer", p_meta, p_tables, lambda _rt: [])
     consumer = runtime("consumer", c_meta, c_tables, lambda _rt: [Subscription("slow", "shutdown.test", handler)])
-    return producer, consumer, applied
+    for rt in (producer, consumer):
+        await create_schema(rt)
+    await consumer.start()
+    await producer.start()
+    try:
+        yield producer, consumer, applied
+    finally:
+        await producer.stop()
+        await consumer.stop()
 
 
 async def _publish_one(producer: ServiceRuntime) -> None:
@@ -129,30 +135,24 @@ async def test_a_stopping_relay_lets_the_delivery_it_carries_finish_and_frees_th
         outcome.append("finished")
 
     messaging = MessagingSettings(transport="inprocess", relay_poll_interval_s=0.05, stop_grace_s=30)
-    producer, consumer, applied = _two_services(tmp_path, messaging, slow_handler)
-    for rt in (producer, consumer):
-        await create_schema(rt)
-    await consumer.start()
-    await producer.start()
-    try:
-        await _publish_one(producer)
-        await asyncio.wait_for(entered.wait(), timeout=30)
-        stopping = asyncio.create_task(producer.stop())
-        await wait_until(lambda: _async(producer.relay.stopping), what="the relay to be asked to stop")
-        assert not stopping.done()  # waiting for the batch in flight, not cancelling it
-        release.set()
-        await asyncio.wait_for(stopping, timeout=30)
-        assert outcome == ["finished"]
-        # The consumer's database takes a writer at once: nothing holds its write lock.
-        async with consumer.db.engine.connect() as conn:
-            await conn.exec_driver_sql("PRAGMA busy_timeout=100")
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
-            assert await conn.scalar(select(func.count()).select_from(applied)) == 1
-            await conn.rollback()
-    finally:
-        release.set()
-        await producer.stop()
-        await consumer.stop()
+    async with _two_services(tmp_path, messaging, slow_handler) as (producer, consumer, applied):
+        try:
+            await _publish_one(producer)
+            await asyncio.wait_for(entered.wait(), timeout=30)
+            stopping = asyncio.create_task(producer.stop())
+            await wait_until(lambda: _async(producer.relay.stopping), what="the relay to be asked to stop")
+            assert not stopping.done()  # waiting for the batch in flight, not cancelling it
+            release.set()
+            await asyncio.wait_for(stopping, timeout=30)
+            assert outcome == ["finished"]
+            # The consumer's database takes a writer at once: nothing holds its write lock.
+            async with consumer.db.engine.connect() as conn:
+                await conn.exec_driver_sql("PRAGMA busy_timeout=100")
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                assert await conn.scalar(select(func.count()).select_from(applied)) == 1
+                await conn.rollback()
+        finally:
+            release.set()
 
 
 async def test_a_relay_whose_delivery_never_ends_is_cancelled_after_the_grace_period(tmp_path: Path) -> None:
@@ -163,19 +163,11 @@ async def test_a_relay_whose_delivery_never_ends_is_cancelled_after_the_grace_pe
         await asyncio.Event().wait()
 
     messaging = MessagingSettings(transport="inprocess", relay_poll_interval_s=0.05, stop_grace_s=0.2)
-    producer, consumer, _ = _two_services(tmp_path, messaging, stuck_handler)
-    for rt in (producer, consumer):
-        await create_schema(rt)
-    await consumer.start()
-    await producer.start()
-    try:
+    async with _two_services(tmp_path, messaging, stuck_handler) as (producer, _consumer, _):
         await _publish_one(producer)
         await asyncio.wait_for(entered.wait(), timeout=30)
         await asyncio.wait_for(producer.stop(), timeout=30)
         assert not producer.relay.running
-    finally:
-        await producer.stop()
-        await consumer.stop()
 
 
 async def _async(value: bool) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 from platform_common.messaging.dispatch import DLT_SUFFIX, DeadLetter, Dispatcher
 from platform_common.messaging.outbox import OutboundMessage
 from platform_common.settings import KafkaSettings
-from platform_common.tasks import finish_or_cancel
+from platform_common.tasks import STOP_GRACE_S, finish_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class InProcessTransport(Transport):
 
 class KafkaTransport(Transport):
     def __init__(
-        self, settings: KafkaSettings, *, client_id: str, topics: Sequence[str] = (), stop_grace_s: float = 10.0
+        self, settings: KafkaSettings, *, client_id: str, topics: Sequence[str] = (), stop_grace_s: float = STOP_GRACE_S
     ) -> None:
         super().__init__()
         self._stop_grace_s = stop_grace_s

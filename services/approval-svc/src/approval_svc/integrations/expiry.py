@@ -16,8 +16,6 @@ from platform_common.tasks import finish_or_cancel
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S = 10.0
-
 
 class ExpirySweeper:
     def __init__(self, integrations: Integrations, *, interval_s: float) -> None:
@@ -35,7 +33,7 @@ class ExpirySweeper:
         """A pass in progress finishes (it is one short transaction per integration) rather than being cut off."""
         if self._task is not None:
             self._stopping.set()
-            await finish_or_cancel(self._task, grace_s=STOP_GRACE_S, what="approval-svc expiry")
+            await finish_or_cancel(self._task, what="approval-svc expiry")
             self._task = None
 
     async def _loop(self) -> None:

@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 # for support and audit, never worth the memory of a replica whose database is gone.
 MAX_PENDING = 10_000
 WRITE_BATCH = 500
-STOP_GRACE_S = 10.0
 
 
 class CommunicationLog:
@@ -134,7 +133,7 @@ class CommunicationLog:
         self._stopping.set()
         self._queued.set()
         if self._writer is not None:
-            await finish_or_cancel(self._writer, grace_s=STOP_GRACE_S, what="communication log writer")
+            await finish_or_cancel(self._writer, what="communication log writer")
             self._writer = None
             async with self._progress:
                 self._progress.notify_all()  # a flush waiting for calls that will not be written now

@@ -30,8 +30,6 @@ from platform_common.tasks import finish_or_cancel
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_S = 10.0
-
 
 @dataclass(frozen=True)
 class SyncTarget:
@@ -75,7 +73,7 @@ class SyncScheduler:
         if self._task is not None:
             self._stopping = True
             self._wake.set()
-            await finish_or_cancel(self._task, grace_s=STOP_GRACE_S, what="purchase sync scheduler")
+            await finish_or_cancel(self._task, what="purchase sync scheduler")
             self._task = None
         running = list(self._running.values())
         for task in running:
