@@ -32,9 +32,10 @@ class CommunicationLog:
 
     Once started, ``record`` only queues the call; one writer task inserts what has queued up in one transaction
     (group commit: no fixed delay, a batch is whatever arrived while the previous one was written). A transaction
-    per call cost about a seventh of the sync's time with many small clients (bench/bench_sync.py, part 2). What a
-    crash loses is the calls of the last write in flight; ``entries`` first waits for this replica's queue, so a
-    reader sees every call recorded before it asked. Not started (tests, tools), each call is written at once.
+    per call cost about a seventh of the sync's time with many small clients (bench/bench_sync.py, part 2). A crash
+    loses what was queued and not yet written (the calls of the last moments); ``entries`` first waits for this
+    replica's queue, so a reader sees every call recorded before it asked. Not started (tests, tools), each call is
+    written at once.
     """
 
     def __init__(self, db: Database, replica_id: str, clock: Clock = system_clock) -> None:
