@@ -82,9 +82,11 @@ class TestContracts:
             "credential.access",
         }
         # One topic per event type, except a lifecycle whose events must stay in order together.
-        shared = {"integration.changed", "credential.access"}
+        shared = {"integration.changed", "credential.access", "month.approved"}
         assert all(c.topic == t or c.topic in shared for (t, _v), c in CONTRACTS.items())
         assert {c.topic for (t, _v), c in CONTRACTS.items() if t.startswith("integration.")} == {"integration.changed"}
+        # A month's approval, unlock and late arrivals share one topic, keyed by the client: they stay in order.
+        assert {c.topic for (t, _v), c in CONTRACTS.items() if t.startswith("month.")} == {"month.approved"}
 
     @pytest.mark.parametrize(
         ("field", "value"),

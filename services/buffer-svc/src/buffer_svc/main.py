@@ -1,5 +1,7 @@
 from buffer_svc.db import client_access, messaging_tables, metadata
 from buffer_svc.diagnostics import api as diagnostics
+from buffer_svc.purchases import api as purchases
+from buffer_svc.purchases import consumers as purchase_consumers
 from buffer_svc.settings import SCHEMA, SERVICE_NAME, BufferSettings
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
@@ -11,7 +13,8 @@ DEFINITION = ServiceDefinition(
     metadata=metadata,
     tables=messaging_tables,
     migrations="buffer_svc:migrations",
-    routers=(diagnostics.router,),
+    routers=(diagnostics.router, purchases.router),
+    subscriptions=purchase_consumers.subscriptions,
     client_access=client_access,
     description="The purchase buffer per client and month: decisions, descriptions, archive, office import.",
 )

@@ -15,7 +15,14 @@ from platform_common.contracts.invoices import (
     Party,
     SendingMode,
 )
-from platform_common.contracts.months import ApprovedDocument, MonthApproved
+from platform_common.contracts.months import (
+    MONTH_EVENTS,
+    ApprovedDocument,
+    MonthApproved,
+    MonthLateArrival,
+    MonthUnlocked,
+    Recipient,
+)
 from platform_common.contracts.status import DocumentKind, StatusChanged
 from platform_common.contracts.users import PasswordResetRequested, UserInvited
 from platform_common.messaging.envelope import EventContract
@@ -24,7 +31,7 @@ _ALL: tuple[type[EventContract], ...] = (
     InvoiceFetched,
     InvoiceSent,
     StatusChanged,
-    MonthApproved,
+    *MONTH_EVENTS,
     UserInvited,
     PasswordResetRequested,
     *INTEGRATION_EVENTS,
@@ -45,8 +52,11 @@ __all__ = [
     "InvoiceFetched",
     "InvoiceSent",
     "MonthApproved",
+    "MonthLateArrival",
+    "MonthUnlocked",
     "Party",
     "PasswordResetRequested",
+    "Recipient",
     "SendingMode",
     "StatusChanged",
     "UserInvited",

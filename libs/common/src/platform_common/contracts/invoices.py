@@ -46,6 +46,9 @@ class InvoiceFetched(EventContract):
     corrected_invoice_number: str | None = Field(default=None, max_length=256)
     acquisition_date: datetime
     permanent_storage_date: datetime | None = None
+    # The VAT converted to PLN for a foreign-currency invoice (the sum of FA(3) P_14_xW, or KSeF's metadata); for a
+    # PLN invoice the VAT itself. Optional and additive within version 1.
+    vat_amount_pln: Decimal | None = None
     invoice_hash: str = Field(description="Base64 SHA-256 of the invoice XML as KSeF stores it")
     xml_ref: str = Field(description="The gateway's reference for fetching the raw XML")
 

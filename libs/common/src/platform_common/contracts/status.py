@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -33,3 +33,13 @@ class StatusChanged(EventContract):
     status: str
     reason: str | None = None
     changed_at: datetime
+    # Purchase entries (buffer-svc), additive within version 1: the entry's state *after* the change, so that a
+    # projection (approval-svc's month counts) needs no other event. ``revision`` grows with every change of the
+    # entry: apply an event only when it is newer than what is held (redelivery, replays).
+    period: str | None = Field(default=None, pattern=r"^\d{4}-(0[1-9]|1[0-2])$")
+    revision: int | None = Field(default=None, ge=1)
+    decision: Literal["unverified", "book", "dont_book"] | None = None
+    imported: bool | None = None
+    archived: bool | None = None
+    # Who changed it: client | office | platform (ingest).
+    changed_by_side: Literal["client", "office", "platform"] | None = None

@@ -394,6 +394,7 @@ def new_invoice(
         corrected_invoice_number=header.corrected_invoice_number,
         acquisition_date=acquisition,
         permanent_storage_date=permanent,
+        vat_amount_pln=header.vat_amount_pln,
         invoice_hash=str(meta["invoiceHash"]),
         xml_ref=xml_ref(nip, item.ksef_number),
     )
