@@ -3,11 +3,15 @@
 from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, UniqueConstraint, Uuid
 
 from approval_svc.settings import SCHEMA
+from platform_common.client_access import add_client_access_table
 from platform_common.db import UtcDateTime, make_metadata
 from platform_common.messaging.tables import add_messaging_tables
 
 metadata = make_metadata(SCHEMA)
 messaging_tables = add_messaging_tables(metadata)
+# Which office may read which client now, followed from this service's own integration.changed (approval_0003): the
+# same gate as every other service's, so a month's state is read under the same rule as the buffer it summarises.
+client_access = add_client_access_table(metadata)
 
 # --- office-client integrations (approval_0002) -------------------------------------------------------------------
 # One row per (office, client NIP): a renewed request reuses it, so its id and revision run on across the whole
@@ -57,4 +61,39 @@ integration = Table(
     UniqueConstraint("office_id", "client_nip"),
     Index(None, "consent_token_hash", unique=True),
     Index(None, "client_nip"),
+)
+
+
+# --- month approval (approval_0003) --------------------------------------------------------------------------------
+# A client's month: approved ("Zatwierdź miesiąc") or open again ("Odblokuj miesiąc"). ``revision`` grows with every
+# change and travels in the month events, so buffer-svc's lock follows only newer changes.
+month = Table(
+    "month",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("period", String(7), primary_key=True),
+    Column("state", String(10), nullable=False),  # open | approved
+    Column("revision", Integer, nullable=False),
+    Column("approved_at", UtcDateTime, nullable=True),
+    Column("approved_by", String(64), nullable=True),
+    Column("unlocked_at", UtcDateTime, nullable=True),
+    Column("unlocked_by", String(64), nullable=True),
+    Column("late_arrivals", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# buffer-svc's entries as its status.changed events describe them: enough to count a month and to know whether the
+# office imported from it. Applied only when newer (the entry's revision), so redeliveries and replays are harmless.
+month_entry = Table(
+    "month_entry",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("ksef_number", String(36), primary_key=True),
+    Column("period", String(7), nullable=False),
+    Column("decision", String(12), nullable=False),
+    Column("imported", Boolean, nullable=False),
+    Column("archived", Boolean, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "client_nip", "period"),
 )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from approval_svc.integrations.expiry import ExpirySweeper
 from approval_svc.integrations.offices import OfficeDirectory
 from approval_svc.integrations.service import Integrations
+from approval_svc.months.service import MonthApprovals
 from approval_svc.settings import ApprovalSettings
 from platform_common.runtime import ServiceRuntime
 
@@ -17,6 +18,7 @@ class Approval:
     integrations: Integrations
     offices: OfficeDirectory
     expiry: ExpirySweeper
+    months: MonthApprovals
 
     @classmethod
     def of(cls, runtime: ServiceRuntime) -> Approval:
@@ -35,6 +37,7 @@ class Approval:
                 integrations=integrations,
                 offices=OfficeDirectory(settings.auth_api_url, timeout_s=settings.auth.timeout_s),
                 expiry=ExpirySweeper(integrations, interval_s=settings.integrations.expiry_interval_s),
+                months=MonthApprovals(runtime.db, runtime.outbox),
             )
         return built
 

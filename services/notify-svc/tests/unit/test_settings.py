@@ -68,7 +68,7 @@ class TestSealKey:
         with pytest.raises(RuntimeError, match="NOTIFY_SEAL_PRIVATE_KEY"):
             mail.subscriptions(ServiceRuntime(DEFINITION, settings))
         keyed = _settings(**production, NOTIFY_SEAL_PRIVATE_KEY=generate_keypair()[0])
-        assert len(mail.subscriptions(ServiceRuntime(DEFINITION, keyed))) == 3
+        assert len(mail.subscriptions(ServiceRuntime(DEFINITION, keyed))) == 4
 
     def test_development_starts_without_a_key(self) -> None:
         assert _settings().seal_key() is None

@@ -32,6 +32,12 @@ _SUBJECTS: dict[tuple[MailKind, str], str] = {
     (MailKind.ACTIVATION_CODE, "en"): "Activation code for the integration with client NIP {client_nip}",
     (MailKind.CONSENT_REFUSED, "pl"): "Klient NIP {client_nip} odmówił zgody na integrację",
     (MailKind.CONSENT_REFUSED, "en"): "Client NIP {client_nip} refused consent to the integration",
+    (MailKind.MONTH_APPROVED, "pl"): "Klient {client} zatwierdził miesiąc {period}: faktury gotowe do księgowania",
+    (MailKind.MONTH_APPROVED, "en"): "{client} approved {period}: invoices ready for booking",
+    (MailKind.MONTH_UNLOCKED, "pl"): "Klient {client} odblokował miesiąc {period}",
+    (MailKind.MONTH_UNLOCKED, "en"): "{client} unlocked {period}",
+    (MailKind.MONTH_LATE_ARRIVAL, "pl"): "Nowa faktura w zatwierdzonym miesiącu {period} ({client})",
+    (MailKind.MONTH_LATE_ARRIVAL, "en"): "A new invoice in the approved month {period} ({client})",
 }
 
 _ROLES: dict[tuple[str, str], str] = {
@@ -95,11 +101,20 @@ def compose(content: MailContent, *, sender: str, message_id: str, now: datetime
         "client_name": content.details.get("client_name") or "",
         "integration_id": content.details.get("integration_id", ""),
         "refused_at": _warsaw(_instant(content.details.get("refused_at"))),
+        # A month's notices.
+        "period": content.details.get("period", ""),
+        "changed_at": _warsaw(_instant(content.details.get("changed_at"))),
+        "book_count": content.details.get("book_count", 0),
+        "dont_book_count": content.details.get("dont_book_count", 0),
+        "ksef_number": content.details.get("ksef_number", ""),
+        "late_arrivals": content.details.get("late_arrivals", 0),
+        "to_office": content.details.get("side") == "office",
     }
+    client = context["client_name"] or f"NIP {context['client_nip']}"
     name = f"{content.kind.value}.{content.language}"
     message = EmailMessage()
     message["Subject"] = _SUBJECTS[(content.kind, content.language)].format(
-        organisation=context["organisation"], client_nip=context["client_nip"]
+        organisation=context["organisation"], client_nip=context["client_nip"], client=client, period=context["period"]
     )
     message["From"] = sender
     message["To"] = content.recipient

@@ -17,7 +17,8 @@ from platform_common.contracts.integrations import (
     IntegrationConsentRequested,
     IntegrationRefused,
 )
-from platform_common.messaging.dispatch import Subscription
+from platform_common.contracts.months import MONTH_TOPIC, MonthApproved, MonthLateArrival, MonthUnlocked
+from platform_common.messaging.dispatch import PermanentFailure, Subscription
 from platform_common.messaging.envelope import Envelope
 from platform_common.messaging.outbox import wake_after_commit
 from platform_common.runtime import ServiceRuntime
@@ -57,7 +58,18 @@ def subscriptions(runtime: ServiceRuntime) -> Sequence[Subscription]:
             return
         wake_after_commit(session, sender.wake)
 
+    month_contracts = {c.event_type: c for c in (MonthApproved, MonthUnlocked, MonthLateArrival)}
+
+    async def on_month_changed(session: AsyncSession, envelope: Envelope) -> None:
+        contract = month_contracts.get(envelope.type)
+        if contract is None:
+            raise PermanentFailure(f"{envelope.type} is not a month event this service knows")
+        event = envelope.parse(contract)
+        if await service.month_changed(MailRepository(session), envelope.id, event):  # type: ignore[arg-type]
+            wake_after_commit(session, sender.wake)
+
     return (
+        Subscription("notify-svc.mail.month-changed", MONTH_TOPIC, on_month_changed),
         Subscription("notify-svc.mail.integration-changed", INTEGRATION_TOPIC, on_integration_changed),
         Subscription("notify-svc.mail.user-invited", UserInvited.topic, on_user_invited),
         Subscription(

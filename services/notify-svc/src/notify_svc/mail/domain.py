@@ -20,6 +20,10 @@ class MailKind(StrEnum):
     CONSENT_REQUEST = "consent_request"  # to the client: the one-time link to the consent page
     ACTIVATION_CODE = "activation_code"  # to the office's return address, after the client consented
     CONSENT_REFUSED = "consent_refused"  # to the office's return address: a notice, with no link
+    # Notices of a client's month (approval-svc's month events), one mail per person the event names.
+    MONTH_APPROVED = "month_approved"  # to the offices: the month's decisions are final, what to book
+    MONTH_UNLOCKED = "month_unlocked"  # to the offices: the client reopened the month
+    MONTH_LATE_ARRIVAL = "month_late_arrival"  # to both sides: an invoice arrived in an approved month
 
 
 class MailStatus(StrEnum):

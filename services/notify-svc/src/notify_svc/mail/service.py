@@ -22,11 +22,22 @@ from platform_common.contracts.integrations import (
     IntegrationConsentRequested,
     IntegrationRefused,
 )
+from platform_common.contracts.months import MonthApproved, MonthLateArrival, MonthUnlocked
 from platform_common.contracts.users import SealedLinkEvent
 from platform_common.messaging.dispatch import PermanentFailure
 from platform_common.sealing import SealingError
 
 log = logging.getLogger(__name__)
+
+MonthEvent = MonthApproved | MonthUnlocked | MonthLateArrival
+_MONTH_KINDS: dict[str, MailKind] = {
+    MonthApproved.event_type: MailKind.MONTH_APPROVED,
+    MonthUnlocked.event_type: MailKind.MONTH_UNLOCKED,
+    MonthLateArrival.event_type: MailKind.MONTH_LATE_ARRIVAL,
+}
+# Names the mails of one event: each recipient's id is derived from the event's, so a redelivered event (or a
+# replayed dead letter) queues the very same rows and collides with them instead of mailing twice.
+_MONTH_MAIL = uuid.UUID("6f1f3c52-9a4e-4d41-8d0e-2f6c1b7a4e10")
 
 
 class MailStore(Protocol):
@@ -111,6 +122,48 @@ class MailService:
             )
         )
         log.info("%s e-mail pending for event %s", MailKind.CONSENT_REFUSED, event_id)
+
+    async def month_changed(self, store: MailStore, event_id: uuid.UUID, event: MonthEvent) -> int:
+        """One notice per person the event names (approval-svc chose them: the offices at their return addresses,
+        for a late arrival the client too); how many were queued."""
+        kind = _MONTH_KINDS[event.event_type]
+        subject_id = uuid.uuid5(_MONTH_MAIL, f"{event.client_nip}/{event.period}")
+        details: dict[str, Any] = {
+            "client_nip": event.client_nip,
+            "client_name": event.client_name,
+            "period": event.period,
+        }
+        if isinstance(event, MonthApproved):
+            details |= {
+                "book_count": event.book_count,
+                "dont_book_count": event.dont_book_count,
+                "changed_at": event.approved_at.isoformat(),
+            }
+        elif isinstance(event, MonthUnlocked):
+            details |= {"changed_at": event.unlocked_at.isoformat()}
+        else:
+            details |= {
+                "ksef_number": event.ksef_number,
+                "late_arrivals": event.late_arrivals,
+                "changed_at": event.arrived_at.isoformat(),
+            }
+        for recipient in event.recipients:
+            await store.add(
+                MailRecord(
+                    id=uuid.uuid5(event_id, f"{recipient.side}:{recipient.email.lower()}"),
+                    kind=kind.value,
+                    recipient=recipient.email,
+                    subject_id=subject_id,
+                    sealed_link=None,
+                    expires_at=None,
+                    status=MailStatus.PENDING.value,
+                    created_at=self._clock(),
+                    language=language_of(recipient.language, self._default_language),
+                    details=details | {"organisation_name": recipient.office_name, "side": recipient.side},
+                )
+            )
+        log.info("%s: %d e-mail(s) pending for event %s", kind, len(event.recipients), event_id)
+        return len(event.recipients)
 
     async def _queue(
         self,

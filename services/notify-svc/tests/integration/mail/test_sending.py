@@ -20,6 +20,7 @@ from notify_svc.settings import MailDeliverySettings, NotifySettings, SmtpSettin
 from notify_svc.wiring import mail_sender
 from platform_common.contracts import PasswordResetRequested, UserInvited
 from platform_common.contracts.integrations import INTEGRATION_TOPIC, IntegrationRefused
+from platform_common.contracts.months import MONTH_TOPIC, MonthApproved, MonthLateArrival, MonthUnlocked, Recipient
 from platform_common.messaging.dispatch import Outcome
 from platform_common.messaging.envelope import Envelope
 from platform_common.runtime import ServiceRuntime
@@ -178,6 +179,66 @@ async def test_a_refused_consent_is_reported_to_the_office_once_in_its_language(
     assert await _deliver(runtime, english, INTEGRATION_TOPIC) == [Outcome.DUPLICATE]
     assert await mail_sender(runtime).send_due() == 0
     assert len(catcher.mails) == 2
+
+
+def _month_event(kind: str) -> Envelope:
+    office = Recipient(email="biuro@kowalski.example", language="en", side="office", office_name="Biuro <Kowalski>")
+    client = Recipient(email="zarzad@piekarnia.example", side="client", office_name="Biuro <Kowalski>")
+    at = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
+    event: MonthApproved | MonthUnlocked | MonthLateArrival
+    common = {"client_nip": "7777777702", "period": "2026-11", "client_name": "Piekarnia Kowalski"}
+    if kind == "approved":
+        event = MonthApproved(
+            **common,
+            approved_by="owner",
+            approved_at=at,
+            book_count=12,
+            dont_book_count=3,
+            revision=1,
+            recipients=(office,),
+        )
+    elif kind == "unlocked":
+        event = MonthUnlocked(**common, revision=2, unlocked_by="owner", unlocked_at=at, recipients=(office,))
+    else:
+        event = MonthLateArrival(
+            **common,
+            ksef_number="5213000001-20261128-00000000000A-0A",
+            late_arrivals=2,
+            arrived_at=at,
+            recipients=(office, client),
+        )
+    return Envelope.wrap(event, producer="approval-svc", client_nip="7777777702")
+
+
+async def test_a_months_changes_reach_the_people_each_event_names_once(
+    runtime: ServiceRuntime, catcher: SmtpCatcher
+) -> None:
+    approved, unlocked, late = (_month_event(k) for k in ("approved", "unlocked", "late"))
+    for envelope in (approved, unlocked, late):
+        assert await _deliver(runtime, envelope, MONTH_TOPIC) == [Outcome.APPLIED]
+    mails = await catcher.wait_for_mails(4)
+    by_subject = {m.message["Subject"]: m for m in mails}
+    assert set(by_subject) == {
+        "Piekarnia Kowalski approved 2026-11: invoices ready for booking",
+        "Piekarnia Kowalski unlocked 2026-11",
+        "A new invoice in the approved month 2026-11 (Piekarnia Kowalski)",
+        "Nowa faktura w zatwierdzonym miesiącu 2026-11 (Piekarnia Kowalski)",
+    }
+    approval = by_subject["Piekarnia Kowalski approved 2026-11: invoices ready for booking"]
+    assert approval.recipients == ("biuro@kowalski.example",)
+    text = approval.body("plain")
+    assert "To book: 12 invoice(s). Not to book: 3." in text and "2026-12-06 10:30" in text
+    to_client = by_subject["Nowa faktura w zatwierdzonym miesiącu 2026-11 (Piekarnia Kowalski)"]
+    assert to_client.recipients == ("zarzad@piekarnia.example",)
+    assert "5213000001-20261128-00000000000A-0A" in to_client.body("plain") and "„Księguj”" in to_client.body("plain")
+    to_office = by_subject["A new invoice in the approved month 2026-11 (Piekarnia Kowalski)"]
+    assert "override the decision" in to_office.body("plain")
+    # One event, two people: two mails with ids of their own, never the event's twice.
+    assert to_client.message["Message-ID"] != to_office.message["Message-ID"]
+
+    assert await _deliver(runtime, late, MONTH_TOPIC) == [Outcome.DUPLICATE]
+    assert await mail_sender(runtime).send_due() == 0
+    assert len(catcher.mails) == 4
 
 
 async def test_a_temporary_refusal_is_retried_until_the_server_accepts(
