@@ -281,6 +281,19 @@ class KafkaTransport(Transport):
             if task.done():
                 raise RuntimeError(f"Kafka consumer task {task.get_name()} stopped")
 
+    async def positioned(self) -> bool:
+        """Whether every consumer has joined its group, holds partitions and knows where it reads from in each.
+
+        A consumer group new to the broker with ``auto_offset_reset="latest"`` starts at the end of the topics only
+        once this is true: a test on a shared broker publishes after it, and skips what other tests left there."""
+        for consumer in self._consumers:
+            assigned = consumer.assignment()
+            if not assigned:
+                return False
+            for partition in assigned:
+                await consumer.position(partition)
+        return bool(self._consumers)
+
     async def stop(self) -> None:
         # Stop between deliveries rather than cancel one half-way (its transaction would stay open until the
         # connection is collected); a fetch waits at most 500 ms, so the loops end quickly.
