@@ -17,19 +17,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 
+import approval_svc.demo
 import auth_svc.demo
+import buffer_svc.demo
 from ksef_gateway.vault.demo import ensure_demo_credential
 from ksef_gateway.vault.domain import CredentialError
 from ksef_gateway.wiring import Gateway
 from ksef_sim.domain.auth import new_token
 from ksef_sim.domain.seed import SeedOptions, seed_invoices
+from ksef_sim.records import StoredInvoice
 from ksef_sim.refs import RefType, reference_number
 from ksef_sim.security import Identifier
 from ksef_sim.state import Sim
+from platform_common.auth.principal import Principal
+from platform_common.runtime import ServiceRuntime
 
 log = logging.getLogger("ksef_hub.demo")
 
@@ -125,3 +131,93 @@ async def ensure_demo_ksef(
             await ensure_demo_credential(gateway.vault, client.nip, issue)
         except CredentialError as exc:
             log.error("demo KSeF token of %s (NIP %s) was not registered: %s", client.name, client.nip, exc)
+
+
+# --- the month demo: decisions, an approved month, a late arrival ---------------------------------------------------
+
+MONTH_MARKER = "ksef-hub-demo-month:{nip}"
+LATE_MARKER = "ksef-hub-demo-late-arrival:{nip}:{period}"
+WARSAW = ZoneInfo("Europe/Warsaw")
+
+
+def previous_period(now: datetime) -> str:
+    first = now.astimezone(WARSAW).date().replace(day=1)
+    last_month = first - timedelta(days=1)
+    return f"{last_month:%Y-%m}"
+
+
+async def _until(probe: object, what: str, timeout_s: float, interval_s: float = 0.5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await probe():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout_s:.0f} s")
+        await asyncio.sleep(interval_s)
+
+
+async def ensure_demo_month(
+    sim: Sim,
+    buffer: ServiceRuntime,
+    approval: ServiceRuntime,
+    owner: Principal,
+    client: DemoClient = DEMO_CLIENTS[0],
+    *,
+    timeout_s: float = 600.0,
+) -> datetime | None:
+    """The active demo client's previous month decided (by seller) and approved, once, as its owner; then one
+    invoice of that month issued days ago and sent only now, which the gateway's next sync brings in as a late
+    arrival (flagged in the buffer, both sides mailed). The current month stays undecided, with suggestions.
+
+    Waits for the first sync to fill the buffer and for approval-svc to count the decisions (events, in order);
+    Once per data folder (a marker in the simulator's state, so a start a month later decides nothing of what
+    the user left open). Returns when KSeF's queries show the late invoice (its permanent storage), for a "fetch now"
+    after it; None when it ran before or the month was approved or unlocked by a user already."""
+    marker = MONTH_MARKER.format(nip=client.nip)
+    period = previous_period(sim.clock.now())
+    if sim.store.get_meta(marker) or not await approval_svc.demo.demo_month_untouched(approval, client.nip, period):
+        return None
+
+    async def synced() -> bool:
+        return sum((await buffer_svc.demo.held(buffer, owner, client.nip)).values()) >= client.invoices
+
+    await _until(synced, f"the first sync of {client.name}", timeout_s)
+    decided = await buffer_svc.demo.decide_demo_month(buffer, owner, client.nip, period)
+    entries = (await buffer_svc.demo.held(buffer, owner, client.nip)).get(period, 0)
+
+    async def counted() -> bool:
+        return await approval_svc.demo.demo_month_counted(approval, client.nip, period, entries)
+
+    await _until(counted, f"approval-svc to count {period}", timeout_s)
+    await approval_svc.demo.approve_demo_month(approval, owner, client.nip, period)
+    sim.store.set_meta(marker, {"period": period, "decided": decided})
+    log.info("demo: %s decided %d invoice(s) of %s and approved the month", client.name, decided, period)
+    return _seed_late_arrival(sim, client, period)
+
+
+def _seed_late_arrival(sim: Sim, client: DemoClient, period: str) -> datetime | None:
+    """Sent now, so that it lies above the checkpoint of the sync that already ran (as a real late invoice
+    does): KSeF lists it once it is in permanent storage, a few seconds on (REFERENCE.md §9)."""
+    marker = LATE_MARKER.format(nip=client.nip, period=period)
+    if sim.store.get_meta(marker):
+        return None
+    now = sim.clock.now()
+    year, month = map(int, period.split("-"))
+    issued = date(year, month, 28)
+    result = seed_invoices(
+        sim,
+        SeedOptions(
+            buyer_nip=client.nip,
+            buyer_name=client.name,
+            count=1,
+            sellers=1,
+            start=now - timedelta(seconds=1),
+            spread_days=1 / 86400,
+            corrections=0,
+            foreign_currency_share=0,
+            issued_days_before=(now.astimezone(WARSAW).date() - issued).days,
+        ),
+    )
+    sim.store.set_meta(marker, {"ksef_numbers": result.ksef_numbers, "at": now.isoformat()})
+    log.info("demo: a late invoice of %s issued %s sent to KSeF now (%s)", client.name, issued, result.ksef_numbers)
+    # Listed once KSeF's HWM (now - the indexing jitter) has passed its permanent-storage date.
+    stored = [i.permanent_storage_date for i in sim.store.all(StoredInvoice) if i.ksef_number in result.ksef_numbers]
+    return max(stored, default=now) + timedelta(seconds=sim.settings.permanent_storage_jitter_s + 0.5)

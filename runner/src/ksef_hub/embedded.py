@@ -41,7 +41,7 @@ from buffer_svc.settings import BufferSettings
 from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.settings import GatewaySettings
 from ksef_gateway.wiring import Gateway
-from ksef_hub.demo import ensure_demo_ksef
+from ksef_hub.demo import ensure_demo_ksef, ensure_demo_month
 from ksef_hub.mail_catcher import MAIL_PATH, EmbeddedMailCatcher
 from ksef_sim.main import create_app as create_ksef_sim_app
 from ksef_sim.operator_token import token_file
@@ -50,6 +50,7 @@ from ksef_sim.state import Sim
 from notify_svc.settings import NotifySettings
 from platform_common.app import AppFactory
 from platform_common.auth import public
+from platform_common.auth.principal import Principal
 from platform_common.logging import configure_logging
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers
@@ -310,6 +311,37 @@ async def _demo_ksef(sim: Sim, gateway: Gateway, public_url: str) -> None:
         log.exception("the KSeF demo data could not be set up (the platform runs without it)")
 
 
+async def _demo_month(
+    ksef: asyncio.Task[None],
+    sim: Sim,
+    gateway: Gateway,
+    buffer: ServiceRuntime,
+    approval: ServiceRuntime,
+    data: auth_svc.demo.DemoData,
+) -> None:
+    """After the KSeF demo data: the active client's previous month decided and approved by its owner, and the
+    late invoice fetched at once (as "fetch now" would) rather than at the next poll, 15 minutes on."""
+    await ksef
+    _name, nip = auth_svc.demo.CLIENT_ACTIVE
+    owner = Principal(
+        id=str(data.users[auth_svc.demo.CLIENT_OWNER]),
+        ptype="user",
+        org=data.client_ids[nip],
+        org_kind="client",
+        perms=frozenset({"buffer.read", "buffer.decide", "month.approve"}),
+        nips=frozenset({nip}),
+    )
+    try:
+        visible_at = await ensure_demo_month(sim, buffer, approval, owner)
+        if visible_at is not None:
+            await asyncio.sleep(max(0.0, (visible_at - sim.clock.now()).total_seconds()))
+            await gateway.sync_service.fetch_now(nip, requested_by="demo")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the month demo (decisions, approval) could not be set up (the platform runs without it)")
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -364,6 +396,7 @@ def create_embedded_app(
             for _service, sub_app in apps:
                 await stack.enter_async_context(sub_app.router.lifespan_context(sub_app))
             _app.state.demo_ksef = None
+            _app.state.demo_month = None
             if demo:
                 # The demo accounts the README lists (idempotent: existing users keep their passwords).
                 auth_app = next(a for s, a in apps if s is AUTH_SERVICE)
@@ -381,6 +414,20 @@ def create_embedded_app(
                 )
                 stack.push_async_callback(_cancel, demo_ksef)
                 _app.state.demo_ksef = demo_ksef  # tests wait for it
+                buffer_app = next(a for s, a in apps if s.name == buffer_svc.main.DEFINITION.name)
+                demo_month = asyncio.create_task(
+                    _demo_month(
+                        demo_ksef,
+                        ksef_sim_app.state.sim,
+                        Gateway.of(gateway_app.state.runtime),
+                        buffer_app.state.runtime,
+                        approval_app.state.runtime,
+                        demo_data,
+                    ),
+                    name="month-demo",
+                )
+                stack.push_async_callback(_cancel, demo_month)
+                _app.state.demo_month = demo_month
             # The files the services and the simulator have just created (SQLite files and their -wal/-shm, which
             # SQLite then creates with the database file's mode) whatever the umask of this process.
             secure_data_dir(data_dir)

@@ -48,3 +48,18 @@ async def ensure_demo_request(
         ),
     )
     return True
+
+
+async def demo_month_untouched(runtime: ServiceRuntime, client_nip: str, period: str) -> bool:
+    """Whether the month was never approved (nor unlocked): the demo approves it once, never over a user's steps."""
+    return int((await Approval.of(runtime).months.month(client_nip, period))["revision"]) == 0
+
+
+async def demo_month_counted(runtime: ServiceRuntime, client_nip: str, period: str, entries: int) -> bool:
+    """Whether this service has counted the month's invoices, all decided (buffer-svc's events reached it)."""
+    counts = (await Approval.of(runtime).months.month(client_nip, period))["counts"]
+    return bool(counts["entries"] >= entries and counts["unverified"] == 0)
+
+
+async def approve_demo_month(runtime: ServiceRuntime, owner: Principal, client_nip: str, period: str) -> None:
+    await Approval.of(runtime).months.approve(owner, client_nip, period)

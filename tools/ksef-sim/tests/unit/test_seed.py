@@ -18,6 +18,7 @@ import ksef_sim
 from ksef_sim.crypto import sha256_b64
 from ksef_sim.domain.seed import (
     NIP_PATTERN,
+    WARSAW,
     SeedError,
     SeedOptions,
     nip_checksum_ok,
@@ -197,6 +198,17 @@ def test_dates_stay_in_the_window_and_follow_the_storage_lag(sim: Sim) -> None:
         )
     keys = Counter((i.seller_nip, i.invoice_type, i.invoice_number) for i in invoices)  # the KSeF duplicate key
     assert max(keys.values()) == 1
+
+
+def test_invoices_issued_days_before_they_are_sent_are_offline(sim: Sim) -> None:
+    seed_invoices(sim, SeedOptions(buyer_nip=BUYER, count=20, spread_days=1, issued_days_before=8))
+    for invoice in sim.store.all(StoredInvoice):
+        sent_on = invoice.invoicing_date.astimezone(WARSAW).date()
+        assert invoice.issue_date == sent_on - timedelta(days=8)
+        assert invoice.invoicing_mode == "Offline"  # REFERENCE.md §8: P_1 before the sending day
+        xml = sim.store.get_blob(invoice.blob_name)
+        assert xml is not None
+        assert f"<P_1>{invoice.issue_date.isoformat()}</P_1>".encode() in xml
 
 
 def test_seeding_is_deterministic_for_a_random_seed() -> None:

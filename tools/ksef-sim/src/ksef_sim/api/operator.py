@@ -290,6 +290,9 @@ class SeedRequest(_Model):
     corrections: float = Field(0.1, ge=0, le=1, description="Share of KOR invoices correcting earlier seeded ones.")
     foreign_currency_share: float = Field(0.1, ge=0, le=1, description="Share of EUR/USD invoices.")
     buyer_name: str | None = Field(None, min_length=1, max_length=200)
+    issued_days_before: int = Field(
+        0, ge=0, le=366, description="P_1 this many days before the sending day: KSeF marks them Offline."
+    )
 
 
 class SeedView(_Model):
@@ -322,6 +325,7 @@ async def seed(body: SeedRequest, request: Request) -> SeedView:
             corrections=body.corrections,
             foreign_currency_share=body.foreign_currency_share,
             buyer_name=body.buyer_name,
+            issued_days_before=body.issued_days_before,
         ),
     )
     return SeedView(

@@ -535,6 +535,9 @@ class SeedOptions:
     foreign_currency_share: float = 0.1
     subject3_share: float | None = None  # default 0.25 with subject3_nip, else 0.1 (random third parties)
     buyer_name: str | None = None
+    # Issued this many days before they were sent (P_1 earlier than the sending day): KSeF marks such invoices
+    # Offline (REFERENCE.md §8) — what a purchase buffer sees as an invoice arriving after its month was closed.
+    issued_days_before: int = 0
 
 
 @dataclass
@@ -597,7 +600,8 @@ def seed_invoices(sim: Sim, options: SeedOptions) -> SeedResult:
             invoicing = acquisition - timedelta(seconds=0.2 + rng.random() * 4)
             created_at = max(invoicing - timedelta(seconds=rng.randint(5, 3600)), FA3_EARLIEST)
             # P_1 on the day it was sent (Warsaw), so the invoice is genuinely Online (REFERENCE.md §8).
-            issue_date = invoicing.astimezone(WARSAW).date()
+            sent_on = invoicing.astimezone(WARSAW).date()
+            issue_date = sent_on - timedelta(days=options.issued_days_before)
             seller = sellers[bisect(seller_weights, rng.random() * seller_weights[-1])]
             counter = counters[seller.nip] = counters.get(seller.nip, 0) + 1
 
@@ -672,7 +676,7 @@ def seed_invoices(sim: Sim, options: SeedOptions) -> SeedResult:
                 vat_amount=generated.vat_amount,
                 gross_amount=generated.gross_amount,
                 currency=generated.currency,
-                invoicing_mode="Online",
+                invoicing_mode="Offline" if issue_date < sent_on else "Online",
                 invoice_type=generated.invoice_type,
                 form_code=FA3_FORM_CODE,
                 invoice_hash=sha256_b64(generated.xml),

@@ -1,0 +1,126 @@
+"""The month demo of the embedded platform, through the public APIs: the active demo client's previous month is
+decided by seller and approved by its owner (the buffer locks it, the office is mailed), the current month stays
+undecided with suggestions from the approved one, and the invoice sent late for the approved month arrives as a
+late arrival told to both sides. A restart on the same data folder decides and approves nothing again.
+
+Served with uvicorn on a loopback port: the vault checks the demo tokens in KSeF over HTTP, through this server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from auth_svc.demo import CLIENT_ACTIVE, CLIENT_OWNER, DEMO_PASSWORD, OFFICE_ADMIN
+from ksef_hub.demo import previous_period
+from ksef_hub.embedded import create_embedded_app
+from ksef_hub.mail_catcher import MAIL_PATH
+from platform_common.testing import wait_until
+from platform_common.testing.auth import loopback_socket, serve_on_loopback
+
+NAME, NIP = CLIENT_ACTIVE
+
+Hub = Callable[[], AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
+    monkeypatch.setenv("GATEWAY_SYNC__EXPORT_POLL_INTERVAL_S", "0.1")
+    monkeypatch.setenv("GATEWAY_SYNC__TICK_INTERVAL_S", "0.2")
+    data_dir = tmp_path / "data"
+
+    @asynccontextmanager
+    async def start() -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+        sock = loopback_socket()
+        app = create_embedded_app(data_dir, public_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
+        async with (
+            LifespanManager(app, startup_timeout=60),
+            serve_on_loopback(app, sock) as url,
+            httpx.AsyncClient(base_url=url, timeout=30) as client,
+        ):
+            yield app, client
+
+    return start
+
+
+async def _login(client: httpx.AsyncClient, email: str) -> dict[str, str]:
+    response = await client.post("/auth/login", json={"email": email, "password": DEMO_PASSWORD})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def _entries(client: httpx.AsyncClient, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        page = await client.get(
+            f"/buffer/clients/{NIP}/purchases",
+            params={"limit": 200, **params} | ({"cursor": cursor} if cursor else {}),
+            headers=headers,
+        )
+        assert page.status_code == 200, page.text
+        items += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return items
+
+
+async def test_the_demo_approves_last_month_and_a_late_invoice_arrives_in_it(hub: Hub) -> None:
+    period = previous_period(datetime.now(UTC))
+    async with hub() as (app, client):
+        await app.state.demo_month
+        owner, admin = await _login(client, CLIENT_OWNER), await _login(client, OFFICE_ADMIN)
+        month = (await client.get(f"/approval/clients/{NIP}/months/{period}", headers=admin)).json()
+        # Nothing is left undecided but the late invoice (it may be in already: the demo fetches it at once).
+        assert month["state"] == "approved" and month["revision"] == 1
+        assert month["counts"]["unverified"] == month["late_arrivals"] <= 1
+        assert month["counts"]["book"] > 0 and month["counts"]["dont_book"] > 0
+
+        approved = [e for e in await _entries(client, owner, period=period) if not e["late_arrival"]]
+        assert {e["decision"] for e in approved} == {"book", "dont_book"}
+        assert all(e["decided_by_side"] == "client" for e in approved)
+        assert any(e["description"] == "Zakup prywatny - nie dotyczy firmy" for e in approved)
+        # The buffer follows the approval: the owner's edits of the month are refused.
+        locked = await client.patch(
+            f"/buffer/clients/{NIP}/purchases/{approved[0]['id']}", json={"description": "x"}, headers=owner
+        )
+        assert locked.status_code == 409 and locked.json()["type"].endswith("/month-approved")
+        # This month is the owner's to decide, with suggestions from the same sellers' approved invoices.
+        current = [e for e in await _entries(client, owner) if e["period"] != period]
+        assert current and all(e["decision"] == "unverified" for e in current)
+        assert any(e["suggestion"] is not None for e in current)
+
+        # The invoice of the approved month sent only now: a late arrival, told to the office and the client.
+        async def late() -> list[dict[str, Any]] | None:
+            found = [e for e in await _entries(client, owner, period=period) if e["late_arrival"]]
+            return found or None
+
+        (arrival,) = await wait_until(late, timeout=60, interval=0.2, what="the late invoice in the buffer")
+        assert arrival["decision"] == "unverified" and arrival["issue_date"].startswith(period)
+
+        async def mails() -> list[dict[str, Any]] | None:
+            caught = (await client.get(MAIL_PATH)).json()
+            subjects = [m for m in caught if period in m["subject"]]
+            return subjects if len(subjects) >= 3 else None
+
+        told = await wait_until(mails, timeout=60, interval=0.2, what="the month's mails")
+        kinds = sorted(m["subject"].split(" ")[0] for m in told)
+        assert len(told) == 3, [m["subject"] for m in told]  # approved (office), late arrival (office, client)
+        assert kinds.count("Nowa") == 2, kinds
+        flagged = (await client.get(f"/approval/clients/{NIP}/months/{period}", headers=owner)).json()
+        assert flagged["late_arrivals"] == 1
+
+    async with hub() as (app, client):
+        await app.state.demo_month
+        owner = await _login(client, CLIENT_OWNER)
+        again = (await client.get(f"/approval/clients/{NIP}/months/{period}", headers=owner)).json()
+        assert again["revision"] == 1 and again["late_arrivals"] == 1
+        assert len([e for e in await _entries(client, owner, period=period) if e["late_arrival"]]) == 1
