@@ -8,6 +8,11 @@ Served with uvicorn on a loopback port: the vault checks the demo tokens in KSeF
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import json
+import zipfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -124,3 +129,46 @@ async def test_the_demo_approves_last_month_and_a_late_invoice_arrives_in_it(hub
         again = (await client.get(f"/approval/clients/{NIP}/months/{period}", headers=owner)).json()
         assert again["revision"] == 1 and again["late_arrivals"] == 1
         assert len([e for e in await _entries(client, owner, period=period) if e["late_arrival"]]) == 1
+
+
+async def test_the_office_takes_the_approved_month_as_an_erp_bundle_and_the_client_sees_the_reads(hub: Hub) -> None:
+    """The ZIP holds exactly the month's invoices marked to book, each byte for byte as KSeF hashed it; the preview
+    and the XML come through the same check; every one of the office's reads is in the client's ledger."""
+    period = previous_period(datetime.now(UTC))
+    async with hub() as (app, client):
+        await app.state.demo_month
+        owner, admin = await _login(client, CLIENT_OWNER), await _login(client, OFFICE_ADMIN)
+        entries = await _entries(client, admin, period=period)
+        to_book = {e["ksef_number"]: e for e in entries if e["decision"] == "book"}
+        assert to_book
+
+        response = await client.get(f"/buffer/clients/{NIP}/ready.zip", params={"period": period}, headers=admin)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            files = {name: archive.read(name) for name in archive.namelist() if name.startswith("faktury/")}
+            table = archive.read("manifest.csv").decode("utf-8-sig").splitlines()
+        assert manifest["period"] == period and manifest["count"] == len(to_book) == len(files) == len(table) - 1
+        for line in manifest["invoices"]:
+            entry = to_book[line["ksef_number"]]
+            content = files[line["file"]]
+            assert base64.b64encode(hashlib.sha256(content).digest()).decode() == line["sha256"]
+            assert line["sha256"] == entry["invoice_hash"] and line["decision"] == "book"
+            assert entry["invoice_number"].encode() in content
+
+        sample = next(iter(to_book.values()))
+        xml = await client.get(f"/buffer/clients/{NIP}/purchases/{sample['id']}/xml", headers=admin)
+        assert xml.status_code == 200 and xml.headers["x-ksef-invoice-hash"] == sample["invoice_hash"]
+        assert xml.content == files[f"faktury/{sample['ksef_number']}.xml"]
+        page = await client.get(
+            f"/buffer/clients/{NIP}/purchases/{sample['id']}/preview", params={"lang": "en"}, headers=admin
+        )
+        assert page.status_code == 200 and sample["invoice_number"] in page.text
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+
+        ledger = await client.get(f"/buffer/clients/{NIP}/access-ledger", headers=owner)
+        assert ledger.status_code == 200, ledger.text
+        reads = {(line["action"], line["target"]) for line in ledger.json()["items"] if line["org_kind"] == "office"}
+        assert ("bundle", period) in reads
+        assert ("xml", sample["ksef_number"]) in reads and ("preview", sample["ksef_number"]) in reads

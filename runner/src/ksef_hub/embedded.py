@@ -144,6 +144,9 @@ def embedded_settings(
             settings = gateway_settings(settings, public_url)
         if isinstance(settings, ApprovalSettings):
             settings = approval_settings(settings, data_dir, wiring, public_url)
+        if isinstance(settings, BufferSettings) and "gateway_api_url" not in settings.model_fields_set:
+            # The invoices' XML from the mounted gateway, on whatever port this runner listens.
+            settings = settings.model_copy(update={"gateway_api_url": f"{public_url.rstrip('/')}/gateway"})
         if isinstance(settings, NotifySettings):
             settings = with_notify_seal_key(settings, data_dir)
             if mail_catcher is not None:

@@ -5,7 +5,6 @@ real one). The runner passes the client's owner and the month; buffer-svc import
 from __future__ import annotations
 
 import uuid
-import zlib
 from collections import defaultdict
 
 from buffer_svc.purchases.domain import MAX_BULK, Decision
@@ -15,13 +14,15 @@ from buffer_svc.wiring import Buffer
 from platform_common.auth.principal import Principal
 from platform_common.runtime import ServiceRuntime
 
-# (decision, description) by seller: most suppliers are booked as costs of the bakery, one is private.
+# (decision, description) by the seller's place among the month's sellers in NIP order: most suppliers are booked
+# as costs of the bakery, one in six is private. By place rather than by a hash of the NIP, so that any month with
+# two sellers or more shows both decisions whatever sellers the simulator drew.
 DEMO_DECISIONS: tuple[tuple[Decision, str | None], ...] = (
     (Decision.BOOK, "Surowce do produkcji (mąka, drożdże)"),
+    (Decision.DONT_BOOK, "Zakup prywatny - nie dotyczy firmy"),
     (Decision.BOOK, "Materiały biurowe"),
     (Decision.BOOK, None),
     (Decision.BOOK, "Paliwo - samochód dostawczy"),
-    (Decision.DONT_BOOK, "Zakup prywatny - nie dotyczy firmy"),
     (Decision.BOOK, "Usługi serwisowe pieca"),
 )
 
@@ -33,10 +34,10 @@ async def held(runtime: ServiceRuntime, owner: Principal, client_nip: str) -> di
 
 
 async def decide_demo_month(runtime: ServiceRuntime, owner: Principal, client_nip: str, period: str) -> int:
-    """Decide every unverified invoice of the month by its seller (the same seller always the same way, so the
-    next month's invoices get suggestions); how many were decided."""
+    """Decide every unverified invoice of the month by its seller (all of one seller's invoices the same way, so
+    the next month's invoices from that seller get suggestions); how many were decided."""
     purchases = Buffer.of(runtime).purchases
-    by_choice: dict[tuple[Decision, str | None], list[uuid.UUID]] = defaultdict(list)
+    by_seller: dict[str, list[uuid.UUID]] = defaultdict(list)
     cursor: str | None = None
     while True:
         page = await purchases.page(
@@ -48,11 +49,13 @@ async def decide_demo_month(runtime: ServiceRuntime, owner: Principal, client_ni
             limit=MAX_BULK,
         )
         for view in page.items:
-            seller = view.row.seller_nip or view.row.seller_name or ""
-            by_choice[DEMO_DECISIONS[zlib.crc32(seller.encode()) % len(DEMO_DECISIONS)]].append(view.row.id)
+            by_seller[view.row.seller_nip or view.row.seller_name or ""].append(view.row.id)
         cursor = page.next_cursor
         if cursor is None:
             break
+    by_choice: dict[tuple[Decision, str | None], list[uuid.UUID]] = defaultdict(list)
+    for place, seller in enumerate(sorted(by_seller)):
+        by_choice[DEMO_DECISIONS[place % len(DEMO_DECISIONS)]] += by_seller[seller]
     decided = 0
     for (decision, description), ids in by_choice.items():
         for start in range(0, len(ids), MAX_BULK):

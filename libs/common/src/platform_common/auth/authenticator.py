@@ -51,6 +51,8 @@ class Authenticator:
             self.jwks, issuer=settings.issuer, audience=settings.audience, leeway_s=settings.leeway_s, clock=now
         )
         self.introspector: ApiKeyIntrospector | None = None
+        # This service's own bearer for internal calls to other services (None without client credentials).
+        self.service_tokens: ServiceTokens | None = None
         if settings.client_secret is not None:
             tokens = ServiceTokens(
                 settings.token_url,
@@ -60,6 +62,7 @@ class Authenticator:
                 margin_s=settings.service_token_margin_s,
                 clock=now,
             )
+            self.service_tokens = tokens
             self.introspector = ApiKeyIntrospector(
                 settings.introspection_url,
                 tokens,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -130,9 +131,13 @@ class Buffer:
 async def buffer(db_url: str, tmp_path: Path) -> AsyncIterator[Buffer]:
     clock = FakeClock()
     tokens = TokenFactory(clock=clock)
+    # The gateway is not running here: a loopback port bound but never listening refuses every connection.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
     settings = BufferSettings(
         db=DatabaseSettings(url=db_url),
         messaging=MessagingSettings(transport="inprocess"),
+        gateway_api_url=f"http://127.0.0.1:{closed.getsockname()[1]}/gateway",
         # Client credentials, so that ERP API keys are introspected (at the fake auth-svc).
         auth=tokens.settings(client_id="buffer-svc", client_secret=tokens.add_service_client("buffer-svc")),
     )
@@ -144,6 +149,7 @@ async def buffer(db_url: str, tmp_path: Path) -> AsyncIterator[Buffer]:
         await open_clients(app, C)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://buffer") as http:
             yield Buffer(app, bus, http, tokens)
+    closed.close()
 
 
 async def test_an_invoice_is_one_entry_however_often_it_arrives(buffer: Buffer) -> None:
@@ -412,6 +418,24 @@ async def test_every_office_read_is_in_the_clients_ledger_and_only_the_client_re
     assert (await buffer.http.get(f"/clients/{C}/access-ledger", headers=office)).status_code == 404
 
 
+async def test_documents_without_the_gateway_are_a_503_logged_and_nothing_is_recorded_as_read(buffer: Buffer) -> None:
+    event = await buffer.fetched()
+    entry_id = (await buffer.entry(event.ksef_number))["id"]
+    office = buffer.headers("office")
+    for path in (f"purchases/{entry_id}/xml", f"purchases/{entry_id}/preview"):
+        r = await buffer.http.get(f"/clients/{C}/{path}", headers=office)
+        assert r.status_code == 503 and r.json()["type"].endswith("/gateway-unavailable"), r.text
+    failures = [x for x in await buffer.log() if x["kind"] == "document_failure"]
+    assert len(failures) == 2 and failures[0]["ksef_number"] == event.ksef_number
+    assert failures[0]["detail"] == {"code": "gateway-unavailable"}
+    # Nothing was served, so nothing is in the client's ledger.
+    ledger = (await buffer.http.get(f"/clients/{C}/access-ledger", headers=buffer.headers("client"))).json()
+    assert ledger["items"] == []
+    # An empty selection is an empty bundle (the gateway is not needed for nothing).
+    empty = await buffer.http.get(f"/clients/{C}/ready.zip", params={"period": "2026-10"}, headers=office)
+    assert empty.status_code == 200 and empty.headers["content-type"] == "application/zip"
+
+
 ENDPOINTS = [
     ("GET", "/clients/{nip}/purchases", None),
     ("GET", "/clients/{nip}/purchases/{id}", None),
@@ -422,6 +446,9 @@ ENDPOINTS = [
     ("POST", "/clients/{nip}/purchases/{id}/restore", None),
     ("GET", "/clients/{nip}/ready", None),
     ("GET", "/clients/{nip}/ready.csv", None),
+    ("GET", "/clients/{nip}/ready.zip", None),
+    ("GET", "/clients/{nip}/purchases/{id}/xml", None),
+    ("GET", "/clients/{nip}/purchases/{id}/preview", None),
     ("GET", "/clients/{nip}/months", None),
     ("GET", "/clients/{nip}/communication-log", None),
     ("GET", "/clients/{nip}/communication-log.csv", None),

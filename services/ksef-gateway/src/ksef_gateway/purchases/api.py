@@ -15,14 +15,16 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from ksef_gateway.deps import GatewayDep, KsefReader, client_nip
 from ksef_gateway.purchases.domain import xml_ref
 from ksef_gateway.purchases.repository import StoredInvoice
 from ksef_gateway.purchases.service import UnknownClient
+from ksef_gateway.wiring import Gateway
 from platform_common.auth import not_found
+from platform_common.auth.dependencies import internal
 from platform_common.contracts.invoices import KSEF_NUMBER_PATTERN
 from platform_common.problems import Problem
 
@@ -176,6 +178,23 @@ async def get_invoice(nip: str, ksef_number: str, principal: KsefReader, gw: Gat
     summary="The raw invoice XML, with its SHA-256 in X-KSeF-Invoice-Hash",
 )
 async def get_invoice_xml(nip: str, ksef_number: str, principal: KsefReader, gw: GatewayDep) -> Response:
+    return await _xml(nip, ksef_number, gw)
+
+
+@router.get(
+    "/internal/clients/{nip}/invoices/{ksef_number}/xml",
+    response_class=Response,
+    dependencies=[Depends(internal())],
+    responses={200: {"content": {"application/xml": {}}, "description": "The invoice XML exactly as KSeF stored it"}},
+    summary="The raw invoice XML for another platform service (buffer-svc's preview and ERP bundle)",
+)
+async def get_invoice_xml_internal(nip: str, ksef_number: str, gw: GatewayDep) -> Response:
+    # A service token, not a user's: the calling service has authorised its own caller against the live relation
+    # state already (buffer-svc's gate) and records the read in the client's access ledger.
+    return await _xml(nip, ksef_number, gw)
+
+
+async def _xml(nip: str, ksef_number: str, gw: Gateway) -> Response:
     nip, ksef_number = client_nip(nip), _ksef_number(ksef_number)
     found = await gw.invoices.xml(nip, ksef_number)
     if found is None:
