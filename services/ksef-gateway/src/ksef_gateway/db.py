@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
 )
 
@@ -259,4 +260,56 @@ delegated_access = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Index(None, "next_check_at"),
     Index(None, "office_nip"),
+)
+
+# --- sales invoices sent to KSeF (gateway_0008) --------------------------------------------------------------------
+# One row per submitted invoice, its state persisted before every KSeF call (sales/domain.py). The XML is the
+# client's own document as submitted (what KSeF hashes); the UPO is KSeF's receipt, kept as received. The
+# Idempotency-Key is unique per client and bound to the request's fingerprint.
+sales_invoice = Table(
+    "sales_invoice",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("client_nip", String(10), nullable=False),
+    Column("idempotency_key", String(200), nullable=True),
+    Column("request_fingerprint", String(64), nullable=False),
+    Column("source", String(8), nullable=False),  # xml | json
+    Column("xml", LargeBinary, nullable=False),
+    Column("invoice_hash", String(44), nullable=False),
+    Column("invoice_number", String(256), nullable=False),  # P_2
+    Column("issue_date", Date, nullable=False),  # P_1
+    Column("seller_nip", String(10), nullable=False),
+    Column("buyer_nip", String(10), nullable=True),
+    Column("invoice_type", String(8), nullable=False),  # RodzajFaktury
+    Column("currency", String(3), nullable=False),
+    Column("gross_amount", Numeric(18, 2), nullable=True),  # P_15
+    Column("status", String(16), nullable=False),
+    Column("session_reference", String(64), nullable=True),
+    Column("invoice_reference", String(64), nullable=True),
+    Column("ksef_number", String(36), nullable=True),
+    Column("acquisition_date", UtcDateTime, nullable=True),
+    Column("upo", LargeBinary, nullable=True),
+    Column("ksef_code", Integer, nullable=True),
+    Column("error", Json, nullable=True),  # {description, details, extensions} of KSeF's last answer that refused
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("submitted_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("client_nip", "idempotency_key"),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "client_nip", "invoice_hash"),
+    Index(None, "client_nip", "created_at", "id"),
+)
+
+# Every state a sales invoice went through, with KSeF's codes and references: the invoice's full history.
+sales_invoice_history = Table(
+    "sales_invoice_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("invoice_id", Uuid, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Json, nullable=False),
+    Index(None, "invoice_id", "id"),
 )

@@ -250,6 +250,23 @@ class DelegationSettings(BaseModel):
     )
 
 
+class SalesSettings(BaseModel):
+    """Sales invoices sent to KSeF (``GATEWAY_SALES__*``). Rules in ``sales/domain.py``."""
+
+    enabled: bool = Field(default=True, description="Run the sales sender in this process.")
+    tick_interval_s: float = Field(
+        default=1.0, gt=0, description="The sender looks for work at least this often (a submission wakes it at once)."
+    )
+    max_contexts: int = Field(default=16, ge=1, description="Client contexts sent for at the same time.")
+    poll_first_s: float = Field(default=0.2, gt=0, description="First look at an invoice's status after sending.")
+    poll_max_s: float = Field(default=10.0, gt=0, description="Longest pause between two looks at one invoice.")
+    sim_qr_base_url: str = Field(
+        default="https://qr-test.ksef.mf.gov.pl",
+        description="QR verification host written into KOD I for the simulator environment (the real environments "
+        "use theirs, REFERENCE.md §1).",
+    )
+
+
 class GatewaySettings(ServiceSettings):
     """Every variable is ``GATEWAY_<FIELD>``, nested with ``__``:
     ``GATEWAY_DB__URL``, ``GATEWAY_KAFKA__BOOTSTRAP_SERVERS``, ``GATEWAY_KSEF__ENVIRONMENT``."""
@@ -262,3 +279,4 @@ class GatewaySettings(ServiceSettings):
     budget: BudgetSettings = BudgetSettings()
     sync: SyncSettings = SyncSettings()
     delegation: DelegationSettings = DelegationSettings()
+    sales: SalesSettings = SalesSettings()

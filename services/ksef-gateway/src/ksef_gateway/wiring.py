@@ -21,6 +21,10 @@ from ksef_gateway.ksef import KsefClients
 from ksef_gateway.ksef.client import GATEWAY_PRODUCT
 from ksef_gateway.ownership.service import ContextLeases
 from ksef_gateway.purchases.service import Invoices
+from ksef_gateway.sales.domain import PollSchedule
+from ksef_gateway.sales.ksef import GatewaySendingKsef
+from ksef_gateway.sales.sender import SalesSender
+from ksef_gateway.sales.service import SalesInvoices
 from ksef_gateway.sessions.service import OnlineSessions, SessionManager
 from ksef_gateway.settings import GatewaySettings
 from ksef_gateway.sync.engine import SyncEngine
@@ -110,6 +114,19 @@ class Gateway:
         self.delegation.on_access_changed(self.sync.credential_changed)
         self.sync_service = SyncService(self.sync_engine, self.sync, self.vault, self.budget)
         self.invoices = Invoices(runtime.db.sessionmaker, self.sync_service.is_known)
+        # Sales: submissions are stored queued and wake the sender, which sends for the contexts leased here.
+        sales = self.settings.sales
+        self.sales = SalesInvoices(runtime.db, runtime.outbox)
+        self.sales_sender = SalesSender(
+            runtime.db,
+            runtime.outbox,
+            GatewaySendingKsef(self.sessions, self.online_sessions),
+            holds=self.leases.holds,
+            wake=self.sales.queued,
+            tick_s=sales.tick_interval_s,
+            max_contexts=sales.max_contexts,
+            poll=PollSchedule(first_s=sales.poll_first_s, max_s=sales.poll_max_s),
+        )
 
     async def start(self) -> None:
         ksef = self.settings.ksef
@@ -123,10 +140,13 @@ class Gateway:
         if self.settings.delegation.enabled:
             await self.delegation_checker.start()
         await self.sync.start()
+        if self.settings.sales.enabled:
+            await self.sales_sender.start()
 
     async def stop(self) -> None:
         # Reverse order: online sessions close through live tokens, leases are released for the peers, and the
         # shared HTTP client goes last.
+        await self.sales_sender.stop()
         await self.sync.stop()
         await self.delegation_checker.stop()
         await self.online_sessions.stop()

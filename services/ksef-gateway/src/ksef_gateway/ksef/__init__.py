@@ -25,6 +25,7 @@ from ksef_gateway.ksef.models import (
     KsefAuthSession,
     MetadataPage,
     OnlineSession,
+    SentInvoiceStatus,
     SessionStatus,
 )
 
@@ -55,5 +56,6 @@ __all__ = [
     "KsefUnavailable",
     "MetadataPage",
     "OnlineSession",
+    "SentInvoiceStatus",
     "SessionStatus",
 ]

@@ -63,6 +63,7 @@ from ksef_gateway.ksef.models import (
     MetadataPage,
     OnlineSession,
     PublicKeyCertificate,
+    SentInvoiceStatus,
     SessionStatus,
     export_package,
     parse_instant,
@@ -822,6 +823,115 @@ class KsefClient:
             invoice_count=int(count) if count is not None else None,
             raw=body,
         )
+
+    async def send_online_invoice(
+        self,
+        access_token: str,
+        session: OnlineSession,
+        xml: bytes,
+        *,
+        offline_mode: bool = False,
+        hash_of_corrected_invoice: str | None = None,
+        context_nip: str | None = None,
+    ) -> str:
+        """Encrypt ``xml`` with the session's key and send it; KSeF's reference of the invoice (``…-EE-…``).
+
+        Never retried here (``idempotent=False``): a send whose answer was lost may have arrived, and only the
+        caller, which persisted the attempt first, can reconcile it by the invoice hash (REFERENCE.md §4)."""
+        encrypted = session.key.encrypt(xml)
+        body: dict[str, Any] = {
+            "invoiceHash": sha256_b64(xml),
+            "invoiceSize": len(xml),
+            "encryptedInvoiceHash": sha256_b64(encrypted),
+            "encryptedInvoiceSize": len(encrypted),
+            "encryptedInvoiceContent": base64.b64encode(encrypted).decode("ascii"),
+            "offlineMode": offline_mode,
+        }
+        if hash_of_corrected_invoice is not None:
+            body["hashOfCorrectedInvoice"] = hash_of_corrected_invoice
+        response = await self._call(
+            "sessions.send_invoice",
+            "POST",
+            f"/sessions/online/{session.reference_number}/invoices",
+            context=self._token_context(access_token, context_nip),
+            group=EndpointGroup.INVOICE_SEND,
+            idempotent=False,
+            token=access_token,
+            json_body=body,
+            refs=[session.reference_number],
+        )
+        return str(response.json()["referenceNumber"])
+
+    async def sent_invoice_status(
+        self, access_token: str, session_reference: str, invoice_reference: str, *, context_nip: str | None = None
+    ) -> SentInvoiceStatus:
+        response = await self._call(
+            "sessions.invoice_status",
+            "GET",
+            f"/sessions/{session_reference}/invoices/{invoice_reference}",
+            context=self._token_context(access_token, context_nip),
+            group=EndpointGroup.INVOICE_STATUS,
+            idempotent=True,
+            token=access_token,
+            refs=[session_reference, invoice_reference],
+        )
+        return SentInvoiceStatus.from_json(response.json())
+
+    async def session_invoices(
+        self, access_token: str, session_reference: str, *, context_nip: str | None = None
+    ) -> list[SentInvoiceStatus]:
+        """Every invoice sent in the session (all pages): how a send whose answer was lost is found again."""
+        found: list[SentInvoiceStatus] = []
+        continuation: str | None = None
+        while True:
+            response = await self._call(
+                "sessions.invoices",
+                "GET",
+                f"/sessions/{session_reference}/invoices",
+                context=self._token_context(access_token, context_nip),
+                group=EndpointGroup.SESSION_INVOICE_LIST,
+                idempotent=True,
+                token=access_token,
+                params={"pageSize": 1000},
+                headers={"x-continuation-token": continuation} if continuation else None,
+                refs=[session_reference],
+            )
+            body = response.json()
+            found += [SentInvoiceStatus.from_json(item) for item in body.get("invoices") or ()]
+            continuation = body.get("continuationToken")
+            if not continuation:
+                return found
+
+    async def invoice_upo(
+        self,
+        access_token: str,
+        session_reference: str,
+        *,
+        invoice_reference: str | None = None,
+        ksef_number: str | None = None,
+        context_nip: str | None = None,
+    ) -> bytes:
+        """One invoice's UPO XML, by KSeF's reference of the send or by the KSeF number (the original of a
+        duplicate, in the session that first sent it)."""
+        if (invoice_reference is None) == (ksef_number is None):
+            raise ValueError("name the invoice by exactly one of invoice_reference and ksef_number")
+        path = (
+            f"/sessions/{session_reference}/invoices/{invoice_reference}/upo"
+            if invoice_reference is not None
+            else f"/sessions/{session_reference}/invoices/ksef/{ksef_number}/upo"
+        )
+        response = await self._call(
+            "sessions.invoice_upo",
+            "GET",
+            path,
+            context=self._token_context(access_token, context_nip),
+            group=EndpointGroup.SESSION_MISC,
+            idempotent=True,
+            token=access_token,
+            headers={"Accept": "application/xml"},
+            refs=[session_reference, invoice_reference or str(ksef_number)],
+        )
+        return response.content
 
 
 def open_export_package(handle: ExportHandle, status: ExportStatus, parts: Sequence[bytes]) -> ExportedPackage:

@@ -93,6 +93,42 @@ class SessionStatus:
 
 
 @dataclass(frozen=True)
+class SentInvoiceStatus:
+    """One invoice of a session as KSeF reports it (``GET /sessions/{ref}/invoices/{invRef}``, REFERENCE.md §6-7):
+    100/150 still processing, 200 accepted (KSeF number assigned), anything else final and refused."""
+
+    reference_number: str
+    code: int
+    description: str
+    details: tuple[str, ...] = ()
+    extensions: dict[str, Any] = field(default_factory=dict)
+    ksef_number: str | None = None
+    invoice_hash: str | None = None
+    acquisition_date: datetime | None = None
+    invoicing_mode: str | None = None
+
+    @property
+    def processing(self) -> bool:
+        return self.code in (100, 150)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> SentInvoiceStatus:
+        status = body.get("status") or {}
+        acquired = body.get("acquisitionDate")
+        return cls(
+            reference_number=str(body.get("referenceNumber") or ""),
+            code=int(status.get("code") or 0),
+            description=str(status.get("description") or ""),
+            details=tuple(str(d) for d in status.get("details") or ()),
+            extensions=dict(status.get("extensions") or {}),
+            ksef_number=body.get("ksefNumber"),
+            invoice_hash=body.get("invoiceHash"),
+            acquisition_date=parse_instant(acquired) if acquired else None,
+            invoicing_mode=body.get("invoicingMode"),
+        )
+
+
+@dataclass(frozen=True)
 class MetadataPage:
     invoices: list[dict[str, Any]]
     has_more: bool

@@ -1,0 +1,1 @@
+"""Sales invoices sent to KSeF: submission, sending, UPO, QR codes, offline mode."""

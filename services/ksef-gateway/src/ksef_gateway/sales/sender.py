@@ -1,0 +1,420 @@
+"""The sender: every queued sales invoice to KSeF through the context's reused online session, its status polled
+until final, the KSeF number and UPO stored with ``invoice.sent`` and ``status.changed`` in one transaction.
+
+Delivery semantics (sales/domain.py has the state machine): each state is committed before the KSeF call it
+leads to, so a crash between any two lines leaves a row this loop knows how to finish — ``sending`` is reconciled
+by the invoice hash among the session's invoices, ``submitted`` is polled again. One run per context at a time
+(``_running``), and only for contexts whose lease this replica holds, so two replicas never send for one client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row
+
+from ksef_gateway.budget.service import BudgetUnavailable
+from ksef_gateway.ksef.crypto import sha256_b64
+from ksef_gateway.ksef.errors import KsefError
+from ksef_gateway.ksef.models import SentInvoiceStatus
+from ksef_gateway.sales.domain import (
+    DUPLICATE_CODE,
+    SESSION_UNUSABLE_CODES,
+    PollSchedule,
+    SalesStatus,
+    duplicate_original,
+    send_retry_delay,
+)
+from ksef_gateway.sales.ksef import SendingKsef
+from ksef_gateway.sales.repository import SalesRepository
+from ksef_gateway.sessions.service import ContextNotOwned, NoCredential
+from platform_common.auth.clock import Clock, system_clock
+from platform_common.contracts.invoices import InvoiceSent, SendingMode
+from platform_common.contracts.status import DocumentKind, StatusChanged
+from platform_common.db import Database
+from platform_common.messaging.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLL = PollSchedule()
+BATCH = 100  # invoices taken per state and run: a long queue does not starve the polls of what was sent
+
+
+class SalesSender:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        ksef: SendingKsef,
+        *,
+        holds: Callable[[str], bool],
+        wake: asyncio.Event,
+        tick_s: float = 1.0,
+        max_contexts: int = 16,
+        poll: PollSchedule = DEFAULT_POLL,
+        clock: Clock = system_clock,
+    ) -> None:
+        self._db = db
+        self._outbox = outbox
+        self._ksef = ksef
+        self._holds = holds
+        self._wake = wake
+        self._tick_s = tick_s
+        self._poll = poll
+        self.clock = clock
+        self._limit = asyncio.Semaphore(max_contexts)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._forever(), name="sales-sender")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        for task in list(self._running.values()):
+            task.cancel()
+        for task in list(self._running.values()):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("the sales sender's tick failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_for())
+
+    async def _idle_for(self) -> float:
+        """Until the earliest scheduled attempt, at most ``tick_s`` (the peers' submissions wake nobody here)."""
+        try:
+            async with self._db.sessionmaker() as session:
+                due = await SalesRepository(session).next_due()
+        except Exception:
+            return self._tick_s
+        if due is None:
+            return self._tick_s
+        return max(0.0, min(self._tick_s, (due - self.clock()).total_seconds()))
+
+    async def tick(self) -> None:
+        """Start a run for every held context with due work that has none running."""
+        async with self._db.sessionmaker() as session:
+            contexts = await SalesRepository(session).contexts_with_work(self.clock())
+        for nip in contexts:
+            if nip in self._running or not self._holds(nip):
+                continue
+            self._running[nip] = asyncio.create_task(self._guarded(nip), name=f"sales-sender:{nip}")
+
+    async def _guarded(self, nip: str) -> None:
+        try:
+            async with self._limit:
+                await self.run(nip)
+        except (NoCredential, ContextNotOwned) as exc:
+            log.info("sales invoices of %s wait: %s", nip, exc)
+        except Exception:
+            log.exception("sending the sales invoices of %s failed", nip)
+        finally:
+            self._running.pop(nip, None)
+            self._wake.set()  # what this run scheduled may be due before the next tick
+
+    async def run(self, nip: str) -> None:
+        """One pass over the context: reconcile, send, poll, each for what is due now; then again while the
+        polls stay short (KSeF usually decides within a second or two)."""
+        while not self._stopping.is_set():
+            now = self.clock()
+            async with self._db.sessionmaker() as session:
+                repository = SalesRepository(session)
+                lost = await repository.due(nip, SalesStatus.SENDING, now, BATCH)
+                queued = await repository.due(nip, SalesStatus.QUEUED, now, BATCH)
+                submitted = await repository.due(nip, SalesStatus.SUBMITTED, now, BATCH)
+            if lost:
+                await self._reconcile(nip, lost)
+            for row in queued:
+                if not await self._send(nip, row):
+                    break
+            for row in submitted:
+                await self._check(nip, row)
+            if not (lost or queued or submitted):
+                return
+            # Only short polls are waited for inside the run; anything later is the loop's (next_attempt_at).
+            await asyncio.sleep(self._poll.first_s)
+
+    # --- steps ------------------------------------------------------------------------------------------------
+
+    async def _send(self, nip: str, row: Row[Any]) -> bool:
+        """Post one queued invoice; False when the context should stop for now (budget, credential)."""
+        try:
+            online = await self._ksef.session(nip)
+        except BudgetUnavailable as exc:
+            await self._defer(row, SalesStatus.QUEUED, exc.retry_after_s)
+            return False
+        except KsefError as exc:
+            await self._defer(row, SalesStatus.QUEUED, send_retry_delay(row.attempts + 1), error=exc)
+            return False
+        now = self.clock()
+        moved = await self._move(
+            row,
+            SalesStatus.QUEUED,
+            SalesStatus.SENDING,
+            {"session_reference": online.reference_number, "attempts": row.attempts + 1, "next_attempt_at": None},
+            {"session": online.reference_number, "attempt": row.attempts + 1},
+        )
+        if not moved:
+            return True
+        async with self._db.sessionmaker() as session:
+            full = await SalesRepository(session).get(nip, row.id, documents=True)
+        assert full is not None
+        try:
+            reference = await self._ksef.send(nip, online, bytes(full.xml), offline_mode=False)
+        except BudgetUnavailable as exc:
+            # Refused by our own budget before anything left: certainly not sent.
+            await self._move(row, SalesStatus.SENDING, SalesStatus.QUEUED, _later(now, exc.retry_after_s), {})
+            return False
+        except KsefError as exc:
+            if exc.http_status == 400 and SESSION_UNUSABLE_CODES & set(exc.codes):
+                await self._ksef.drop_sessions(nip)
+                await self._move(
+                    row, SalesStatus.SENDING, SalesStatus.QUEUED, {"next_attempt_at": None}, _error_detail(exc)
+                )
+                return True
+            if exc.http_status == 400:
+                await self._reject(row, SalesStatus.SENDING, exc.codes[0] if exc.codes else 400, _error_detail(exc))
+                return True
+            # 429, 5xx, a timeout: KSeF may or may not hold it. Left in ``sending``, reconciled by its hash later.
+            await self._defer(row, SalesStatus.SENDING, send_retry_delay(row.attempts + 1), error=exc)
+            return bool(exc.http_status != 429)
+        await self._move(
+            row,
+            SalesStatus.SENDING,
+            SalesStatus.SUBMITTED,
+            {"invoice_reference": reference, "next_attempt_at": self.clock() + timedelta(seconds=self._poll.first_s)},
+            {"invoice_reference": reference},
+        )
+        return True
+
+    async def _reconcile(self, nip: str, rows: list[Row[Any]] | Any) -> None:
+        """``sending`` rows nobody is posting: KSeF holds the invoice (→ submitted) or not (→ queued again)."""
+        listed: dict[str, list[SentInvoiceStatus]] = {}
+        for row in rows:
+            reference = row.session_reference
+            if reference not in listed:
+                try:
+                    listed[reference] = await self._ksef.session_invoices(nip, reference)
+                except (KsefError, BudgetUnavailable) as exc:
+                    log.info("reconciling %s of %s waits: %s", row.id, nip, exc)
+                    await self._defer(row, SalesStatus.SENDING, send_retry_delay(row.attempts))
+                    continue
+            async with self._db.sessionmaker() as session:
+                taken = await SalesRepository(session).references_in(nip, reference)
+            matches = [
+                i for i in listed[reference] if i.invoice_hash == row.invoice_hash and i.reference_number not in taken
+            ]
+            if matches:
+                found = next((i for i in matches if i.code == 200), matches[-1])
+                await self._move(
+                    row,
+                    SalesStatus.SENDING,
+                    SalesStatus.SUBMITTED,
+                    {"invoice_reference": found.reference_number, "next_attempt_at": None},
+                    {"invoice_reference": found.reference_number, "reconciled": True},
+                )
+            else:
+                await self._move(
+                    row, SalesStatus.SENDING, SalesStatus.QUEUED, {"next_attempt_at": None}, {"reconciled": True}
+                )
+
+    async def _check(self, nip: str, row: Row[Any]) -> None:
+        try:
+            status = await self._ksef.status(nip, row.session_reference, row.invoice_reference)
+        except (KsefError, BudgetUnavailable) as exc:
+            retry = exc.retry_after_s if isinstance(exc, BudgetUnavailable) else None
+            await self._defer(row, SalesStatus.SUBMITTED, retry or self._poll.max_s)
+            return
+        if status.processing:
+            waited = (self.clock() - row.updated_at).total_seconds()
+            await self._defer(row, SalesStatus.SUBMITTED, self._poll.after(waited))
+            return
+        if status.code == 200 and status.ksef_number:
+            upo = await self._upo(nip, row, row.session_reference, invoice_reference=row.invoice_reference)
+            if upo is None:
+                return
+            await self._accept(row, SalesStatus.ACCEPTED, status.ksef_number, status.acquisition_date, upo, {})
+            return
+        if status.code == DUPLICATE_CODE:
+            await self._duplicate(nip, row, status)
+            return
+        await self._reject(row, SalesStatus.SUBMITTED, status.code, _status_detail(status))
+
+    async def _duplicate(self, nip: str, row: Row[Any], status: SentInvoiceStatus) -> None:
+        """KSeF holds an invoice with this seller, type and number: the same document (by hash) is accepted under
+        the original's KSeF number with the original's UPO; a different document is a real conflict."""
+        number, original_session = duplicate_original(status.extensions)
+        if number is None or original_session is None:
+            await self._reject(row, SalesStatus.SUBMITTED, status.code, _status_detail(status))
+            return
+        try:
+            original = await self._ksef.download(nip, number)
+        except (KsefError, BudgetUnavailable):
+            await self._defer(row, SalesStatus.SUBMITTED, self._poll.max_s)
+            return
+        if sha256_b64(original) != row.invoice_hash:
+            detail = _status_detail(status) | {"original_ksef_number": number, "same_document": False}
+            await self._reject(row, SalesStatus.SUBMITTED, status.code, detail)
+            return
+        upo = await self._upo(nip, row, original_session, ksef_number=number)
+        if upo is None:
+            return
+        detail = {"original_ksef_number": number, "original_session": original_session, "same_document": True}
+        await self._accept(row, SalesStatus.DUPLICATE, number, None, upo, detail)
+
+    async def _upo(
+        self,
+        nip: str,
+        row: Row[Any],
+        session_reference: str,
+        *,
+        invoice_reference: str | None = None,
+        ksef_number: str | None = None,
+    ) -> bytes | None:
+        try:
+            return await self._ksef.upo(
+                nip, session_reference, invoice_reference=invoice_reference, ksef_number=ksef_number
+            )
+        except (KsefError, BudgetUnavailable) as exc:
+            # Accepted but without its receipt yet: polled again, the UPO is part of being done.
+            log.info("UPO of %s (%s) not yet available: %s", row.id, nip, exc)
+            await self._defer(row, SalesStatus.SUBMITTED, 1.0)
+            return None
+
+    # --- transitions --------------------------------------------------------------------------------------------
+
+    async def _move(
+        self,
+        row: Row[Any],
+        expected: SalesStatus,
+        to: SalesStatus,
+        values: dict[str, Any],
+        detail: dict[str, Any],
+        *,
+        events: list[Any] | None = None,
+    ) -> bool:
+        now = self.clock()
+        async with self._db.sessionmaker() as session, session.begin():
+            repository = SalesRepository(session)
+            moved = await repository.update(row.id, expected.value, {"status": to.value, "updated_at": now} | values)
+            if not moved:
+                return False
+            await repository.history(row.id, to.value, now, detail)
+            for event in events or ():
+                await self._outbox.emit(session, event, client_nip=row.client_nip)
+        return True
+
+    async def _defer(
+        self, row: Row[Any], state: SalesStatus, delay_s: float, *, error: KsefError | None = None
+    ) -> None:
+        values: dict[str, Any] = {"next_attempt_at": self.clock() + timedelta(seconds=max(0.0, delay_s))}
+        if error is not None:
+            values["error"] = _error_detail(error)
+        async with self._db.sessionmaker() as session, session.begin():
+            await SalesRepository(session).update(row.id, state.value, values)
+
+    async def _accept(
+        self,
+        row: Row[Any],
+        to: SalesStatus,
+        ksef_number: str,
+        acquisition_date: datetime | None,
+        upo: bytes,
+        detail: dict[str, Any],
+    ) -> None:
+        now = self.clock()
+        events = [
+            InvoiceSent(
+                invoice_id=str(row.id),
+                ksef_number=ksef_number,
+                client_nip=row.client_nip,
+                p_2=row.invoice_number,
+                mode=SendingMode.ONLINE,
+                accepted_at=acquisition_date or now,
+            ),
+            StatusChanged(
+                document_kind=DocumentKind.SALES,
+                document_id=str(row.id),
+                ksef_number=ksef_number,
+                previous_status=SalesStatus.SUBMITTED.value,
+                status=to.value,
+                changed_at=now,
+            ),
+        ]
+        await self._move(
+            row,
+            SalesStatus.SUBMITTED,
+            to,
+            {
+                "ksef_number": ksef_number,
+                "acquisition_date": acquisition_date,
+                "upo": upo,
+                "ksef_code": 200 if to is SalesStatus.ACCEPTED else DUPLICATE_CODE,
+                "error": None,
+                "next_attempt_at": None,
+            },
+            detail | {"ksef_number": ksef_number},
+            events=events,
+        )
+
+    async def _reject(self, row: Row[Any], expected: SalesStatus, code: int, detail: dict[str, Any]) -> None:
+        now = self.clock()
+        reason = " ".join(filter(None, [str(detail.get("description") or ""), *detail.get("details", ())]))
+        event = StatusChanged(
+            document_kind=DocumentKind.SALES,
+            document_id=str(row.id),
+            previous_status=expected.value,
+            status=SalesStatus.REJECTED.value,
+            reason=f"{code}: {reason}"[:1000],
+            changed_at=now,
+        )
+        await self._move(
+            row,
+            expected,
+            SalesStatus.REJECTED,
+            {"ksef_code": code, "error": detail, "next_attempt_at": None},
+            detail | {"code": code},
+            events=[event],
+        )
+
+
+def _later(now: datetime, delay_s: float) -> dict[str, Any]:
+    return {"next_attempt_at": now + timedelta(seconds=max(0.0, delay_s))}
+
+
+def _error_detail(error: KsefError) -> dict[str, Any]:
+    return {
+        "description": error.description,
+        "http_status": error.http_status,
+        "codes": list(error.codes),
+        "details": list(error.details),
+    }
+
+
+def _status_detail(status: SentInvoiceStatus) -> dict[str, Any]:
+    return {
+        "description": status.description,
+        "details": list(status.details),
+        "extensions": status.extensions,
+        "invoice_reference": status.reference_number,
+    }
