@@ -101,6 +101,14 @@ async def _all_invoices(client: httpx.AsyncClient, nip: str, headers: dict[str, 
             return items
 
 
+async def _decided_sales(client: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]] | None:
+    page = await client.get(f"/gateway/clients/{ACTIVE_NIP}/sales", headers=headers)
+    assert page.status_code == 200, page.text
+    items: list[dict[str, Any]] = page.json()["items"]
+    final = {"accepted", "duplicate", "rejected"}
+    return items if len(items) == 4 and all(i["status"] in final for i in items) else None
+
+
 def _sim(app: FastAPI) -> Sim:
     sim: Sim = _mounted(app, KSEF_SIM_PREFIX).state.sim
     return sim
@@ -158,10 +166,28 @@ async def test_demo_client_invoices_arrive_through_the_gateway_and_survive_a_res
             denied = await client.get(f"/gateway/clients/{PENDING_NIP}/{path}", headers=admin)
             assert denied.status_code == 404, (path, denied.text)
 
+        # The demo client's sales invoices: two accepted, one sent again (440, resolved to the first), one refused.
+        await app.state.demo_sales
+        sales = await wait_until(
+            lambda: _decided_sales(client, admin), timeout=60, interval=0.2, what="the demo sales invoices decided"
+        )
+        by_number = {(s["invoice_number"], s["status"]): s for s in sales}
+        assert sorted(by_number) == [
+            ("FV/DEMO/1", "accepted"),
+            ("FV/DEMO/1", "duplicate"),
+            ("FV/DEMO/2", "accepted"),
+            ("FV/DEMO/3", "rejected"),
+        ]
+        first = by_number[("FV/DEMO/1", "accepted")]
+        assert by_number[("FV/DEMO/1", "duplicate")]["ksef_number"] == first["ksef_number"]
+        assert by_number[("FV/DEMO/3", "rejected")]["ksef_code"] == 450
+        sent = {i.ksef_number for i in sim.store.all(StoredInvoice) if i.seller_nip == ACTIVE_NIP}
+        assert sent == {first["ksef_number"], by_number[("FV/DEMO/2", "accepted")]["ksef_number"]}
+
         tokens_before = len(sim.store.all(KsefToken))
         invoices_before = len(sim.store.all(StoredInvoice))
         assert tokens_before == len(DEMO_CLIENTS)
-        assert invoices_before == sum(SEEDED.values()) + 1
+        assert invoices_before == sum(SEEDED.values()) + 1 + 2
 
     # A restart on the same data folder seeds nothing, issues no token, keeps the credential and stores no duplicate.
     async with hub() as (app, client):
@@ -174,3 +200,5 @@ async def test_demo_client_invoices_arrive_through_the_gateway_and_survive_a_res
         assert len(sim.store.all(KsefToken)) == tokens_before
         again = await _all_invoices(client, ACTIVE_NIP, admin)
         assert sorted(i["ksef_number"] for i in again) == sorted(in_ksef)
+        await app.state.demo_sales  # submits nothing again: its keys are known
+        assert len((await client.get(f"/gateway/clients/{ACTIVE_NIP}/sales", headers=admin)).json()["items"]) == 4

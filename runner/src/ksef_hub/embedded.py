@@ -33,6 +33,7 @@ import auth_svc.demo
 import auth_svc.main
 import buffer_svc.main
 import ksef_gateway.main
+import ksef_gateway.sales.demo
 import notify_svc.main
 from approval_svc.integrations.service import Office
 from approval_svc.settings import ApprovalSettings
@@ -345,6 +346,18 @@ async def _demo_month(
         log.exception("the month demo (decisions, approval) could not be set up (the platform runs without it)")
 
 
+async def _demo_sales(ksef: asyncio.Task[None], gateway: Gateway) -> None:
+    """After the KSeF demo data (the token that may send): the active client's demo sales invoices queued."""
+    await ksef
+    name, nip = auth_svc.demo.CLIENT_ACTIVE
+    try:
+        await ksef_gateway.sales.demo.ensure_demo_sales(gateway.sales, nip, name)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the sales demo could not be set up (the platform runs without it)")
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -400,6 +413,7 @@ def create_embedded_app(
                 await stack.enter_async_context(sub_app.router.lifespan_context(sub_app))
             _app.state.demo_ksef = None
             _app.state.demo_month = None
+            _app.state.demo_sales = None
             if demo:
                 # The demo accounts the README lists (idempotent: existing users keep their passwords).
                 auth_app = next(a for s, a in apps if s is AUTH_SERVICE)
@@ -431,6 +445,11 @@ def create_embedded_app(
                 )
                 stack.push_async_callback(_cancel, demo_month)
                 _app.state.demo_month = demo_month
+                demo_sales = asyncio.create_task(
+                    _demo_sales(demo_ksef, Gateway.of(gateway_app.state.runtime)), name="sales-demo"
+                )
+                stack.push_async_callback(_cancel, demo_sales)
+                _app.state.demo_sales = demo_sales
             # The files the services and the simulator have just created (SQLite files and their -wal/-shm, which
             # SQLite then creates with the database file's mode) whatever the umask of this process.
             secure_data_dir(data_dir)

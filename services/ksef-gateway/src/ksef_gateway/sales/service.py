@@ -145,6 +145,10 @@ class SalesInvoices:
             )
         return earlier
 
+    async def by_idempotency_key(self, client_nip: str, key: str) -> Row[Any] | None:
+        async with self._db.sessionmaker() as session:
+            return await SalesRepository(session).by_key(client_nip, key)
+
     async def get(self, client_nip: str, invoice_id: uuid.UUID) -> tuple[Row[Any], Sequence[Row[Any]]]:
         async with self._db.sessionmaker() as session:
             repository = SalesRepository(session)

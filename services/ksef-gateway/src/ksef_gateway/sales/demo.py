@@ -1,0 +1,80 @@
+"""Demo sales invoices for the embedded mode (``make run``): the active demo client sends four invoices through the
+same use case as ``POST /clients/{nip}/sales`` — two accepted, one sent again (KSeF's 440, resolved to the first
+one's KSeF number) and one KSeF refuses (an issue date in the future, 450).
+
+Idempotent across restarts: each has its own Idempotency-Key, and a key already in the database is not submitted
+again (the document would differ: it is rendered on the day of the start).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
+from ksef_gateway.sales.service import SalesInvoices
+
+log = logging.getLogger(__name__)
+
+DEMO_ACTOR = "system:embedded-demo"
+DEMO_BUYER = {
+    "nip": "5260250274",
+    "name": "Sklep Spożywczy Pod Lipą Sp. z o.o.",
+    "address": {"line1": "ul. Lipowa 7", "line2": "00-950 Warszawa"},
+}
+
+
+def _invoice(seller_nip: str, seller_name: str, number: str, issued: datetime, lines: list[dict[str, Any]]) -> bytes:
+    document = SalesInvoiceIn.model_validate(
+        {
+            "number": number,
+            "issue_date": issued.date().isoformat(),
+            "seller": {"nip": seller_nip, "name": seller_name, "address": {"line1": "ul. Piekarska 3"}},
+            "buyer": DEMO_BUYER,
+            "lines": lines,
+            "payment": {"due_date": (issued + timedelta(days=14)).date().isoformat(), "method": "transfer"},
+        }
+    )
+    return render_fa3(document, generated_at=issued)
+
+
+BREAD = [
+    {"name": "Chleb żytni 800 g", "unit": "szt.", "quantity": "120", "unit_net_price": "6.20", "rate": "5"},
+    {"name": "Bułka kajzerka", "unit": "szt.", "quantity": "400", "unit_net_price": "0.65", "rate": "5"},
+]
+CAKE = [
+    {"name": "Tort urodzinowy na zamówienie", "unit": "szt.", "quantity": "2", "unit_net_price": "120.00", "rate": "8"},
+    {"name": "Dostawa", "unit": "usł.", "quantity": "1", "unit_net_price": "40.00", "rate": "23"},
+]
+
+
+async def ensure_demo_sales(sales: SalesInvoices, seller_nip: str, seller_name: str) -> int:
+    """Submit what is not in the database yet; how many were submitted now."""
+    now = datetime.now(UTC)
+    first = _invoice(seller_nip, seller_name, "FV/DEMO/1", now, BREAD)
+    plan = [
+        ("demo-sales-1", first),
+        ("demo-sales-2", _invoice(seller_nip, seller_name, "FV/DEMO/2", now, CAKE)),
+        # The first invoice again, as an ERP that lost the answer would send it: KSeF says 440.
+        ("demo-sales-1-again", first),
+        # Dated the day after tomorrow: KSeF refuses an issue date after its receipt (REFERENCE.md §8, code 450).
+        ("demo-sales-3", _invoice(seller_nip, seller_name, "FV/DEMO/3", now + timedelta(days=2), BREAD)),
+    ]
+    submitted = 0
+    for key, xml in plan:
+        if await sales.by_idempotency_key(seller_nip, key) is not None:
+            continue
+        await sales.submit(
+            seller_nip,
+            xml,
+            source="xml",
+            content_type="application/xml",
+            body=xml,
+            idempotency_key=key,
+            submitted_by=DEMO_ACTOR,
+        )
+        submitted += 1
+    if submitted:
+        log.info("demo: %d sales invoice(s) of NIP %s queued for KSeF", submitted, seller_nip)
+    return submitted
