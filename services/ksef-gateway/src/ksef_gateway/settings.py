@@ -258,6 +258,9 @@ class SalesSettings(BaseModel):
         default=1.0, gt=0, description="The sender looks for work at least this often (a submission wakes it at once)."
     )
     max_contexts: int = Field(default=16, ge=1, description="Client contexts sent for at the same time.")
+    per_context: int = Field(
+        default=4, ge=1, le=32, description="Sends (and status looks) in flight at once within one client context."
+    )
     poll_first_s: float = Field(default=0.2, gt=0, description="First look at an invoice's status after sending.")
     poll_max_s: float = Field(default=10.0, gt=0, description="Longest pause between two looks at one invoice.")
     sim_qr_base_url: str = Field(

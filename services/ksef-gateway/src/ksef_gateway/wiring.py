@@ -125,6 +125,7 @@ class Gateway:
             wake=self.sales.queued,
             tick_s=sales.tick_interval_s,
             max_contexts=sales.max_contexts,
+            per_context=sales.per_context,
             poll=PollSchedule(first_s=sales.poll_first_s, max_s=sales.poll_max_s),
         )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -128,15 +128,17 @@ class SalesRepository:
         )
         return {r.invoice_reference for r in result}
 
-    async def next_due(self) -> datetime | None:
-        """The earliest scheduled attempt of any unfinished invoice: when the sender's loop must look again."""
-        result = await self.session.execute(
-            select(func.min(sales_invoice.c.next_attempt_at)).where(
-                sales_invoice.c.status.in_(
-                    [SalesStatus.QUEUED.value, SalesStatus.SENDING.value, SalesStatus.SUBMITTED.value]
-                )
+    async def next_due(self, *, excluding: Collection[str] = ()) -> datetime | None:
+        """The earliest scheduled attempt of any unfinished invoice outside ``excluding``: when the sender's loop
+        must look again."""
+        query = select(func.min(sales_invoice.c.next_attempt_at)).where(
+            sales_invoice.c.status.in_(
+                [SalesStatus.QUEUED.value, SalesStatus.SENDING.value, SalesStatus.SUBMITTED.value]
             )
         )
+        if excluding:
+            query = query.where(sales_invoice.c.client_nip.not_in(list(excluding)))
+        result = await self.session.execute(query)
         due: datetime | None = result.scalar()
         return due
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Row
 
@@ -42,7 +42,9 @@ from platform_common.messaging.outbox import Outbox
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL = PollSchedule()
-BATCH = 100  # invoices taken per state and run: a long queue does not starve the polls of what was sent
+BATCH = 100  # invoices looked at per state and pass
+SEND_BATCH = 20  # sent per pass: the polls of what was sent come between two batches of a long queue
+T = TypeVar("T")
 
 
 class SalesSender:
@@ -56,6 +58,7 @@ class SalesSender:
         wake: asyncio.Event,
         tick_s: float = 1.0,
         max_contexts: int = 16,
+        per_context: int = 4,
         poll: PollSchedule = DEFAULT_POLL,
         clock: Clock = system_clock,
     ) -> None:
@@ -68,6 +71,7 @@ class SalesSender:
         self._poll = poll
         self.clock = clock
         self._limit = asyncio.Semaphore(max_contexts)
+        self._per_context = per_context
         self._running: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -104,7 +108,8 @@ class SalesSender:
         """Until the earliest scheduled attempt, at most ``tick_s`` (the peers' submissions wake nobody here)."""
         try:
             async with self._db.sessionmaker() as session:
-                due = await SalesRepository(session).next_due()
+                # Contexts with a run going look after their own due work.
+                due = await SalesRepository(session).next_due(excluding=set(self._running))
         except Exception:
             return self._tick_s
         if due is None:
@@ -133,26 +138,37 @@ class SalesSender:
             self._wake.set()  # what this run scheduled may be due before the next tick
 
     async def run(self, nip: str) -> None:
-        """One pass over the context: reconcile, send, poll, each for what is due now; then again while the
-        polls stay short (KSeF usually decides within a second or two)."""
+        """Passes over the context while anything is due: reconcile what a crash left, look at what KSeF may have
+        decided (first, so that an accepted invoice is not kept waiting behind a long queue), then send the next
+        few. Sends and looks go out ``per_context`` at a time: one online session takes parallel sends, and each
+        invoice's state is its own row, so the order in which KSeF numbers them is not the submission order."""
         while not self._stopping.is_set():
             now = self.clock()
             async with self._db.sessionmaker() as session:
                 repository = SalesRepository(session)
                 lost = await repository.due(nip, SalesStatus.SENDING, now, BATCH)
-                queued = await repository.due(nip, SalesStatus.QUEUED, now, BATCH)
                 submitted = await repository.due(nip, SalesStatus.SUBMITTED, now, BATCH)
+                queued = await repository.due(nip, SalesStatus.QUEUED, now, SEND_BATCH)
             if lost:
                 await self._reconcile(nip, lost)
-            for row in queued:
-                if not await self._send(nip, row):
-                    break
-            for row in submitted:
-                await self._check(nip, row)
+            await self._each(submitted, lambda row: self._check(nip, row))
+            sent = await self._each(queued, lambda row: self._send(nip, row))
             if not (lost or queued or submitted):
                 return
-            # Only short polls are waited for inside the run; anything later is the loop's (next_attempt_at).
-            await asyncio.sleep(self._poll.first_s)
+            if not all(sent):
+                return  # budget or credential: the rows carry their next attempt
+            if not queued:
+                # Only short polls are waited for inside the run; anything later is the loop's (next_attempt_at).
+                await asyncio.sleep(self._poll.first_s)
+
+    async def _each(self, rows: Sequence[Row[Any]], step: Callable[[Row[Any]], Awaitable[T]]) -> list[T]:
+        limit = asyncio.Semaphore(self._per_context)
+
+        async def one(row: Row[Any]) -> T:
+            async with limit:
+                return await step(row)
+
+        return list(await asyncio.gather(*(one(r) for r in rows)))
 
     # --- steps ------------------------------------------------------------------------------------------------
 
