@@ -296,6 +296,11 @@ sales_invoice = Table(
     Column("submitted_by", String(200), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Issued offline (gateway_0009): the mode (sales/deadlines.py OfflineMode), the legal deadline for sending it
+    # (None while the outage it depends on has not ended), and KOD II signed at issue with the Offline certificate.
+    Column("offline_mode", String(16), nullable=True),
+    Column("offline_deadline", Date, nullable=True),
+    Column("kod_ii_url", Text, nullable=True),
     UniqueConstraint("client_nip", "idempotency_key"),
     Index(None, "status", "next_attempt_at"),
     Index(None, "client_nip", "invoice_hash"),
@@ -312,4 +317,23 @@ sales_invoice_history = Table(
     Column("status", String(16), nullable=False),
     Column("detail", Json, nullable=False),
     Index(None, "invoice_id", "id"),
+)
+
+# The client's KSeF certificate of type Offline (gateway_0009), which signs KOD II (REFERENCE.md §11): the certificate
+# in the clear, its private key sealed like a credential (vault/envelope.py, associated data bound to (id, NIP)).
+offline_certificate = Table(
+    "offline_certificate",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("id", Uuid, nullable=False),
+    Column("certificate_pem", Text, nullable=False),
+    Column("serial", String(16), nullable=False),
+    Column("subject", String(500), nullable=False),
+    Column("key_type", String(16), nullable=False),  # RSA-PSS | ECDSA-P256
+    Column("valid_until", UtcDateTime, nullable=False),
+    Column("secret_ciphertext", LargeBinary, nullable=False),
+    Column("wrapped_data_key", LargeBinary, nullable=False),
+    Column("master_key_id", String(64), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )

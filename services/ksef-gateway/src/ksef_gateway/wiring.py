@@ -23,6 +23,7 @@ from ksef_gateway.ownership.service import ContextLeases
 from ksef_gateway.purchases.service import Invoices
 from ksef_gateway.sales.domain import PollSchedule
 from ksef_gateway.sales.ksef import GatewaySendingKsef
+from ksef_gateway.sales.qr import qr_base_url
 from ksef_gateway.sales.sender import SalesSender
 from ksef_gateway.sales.service import SalesInvoices
 from ksef_gateway.sessions.service import OnlineSessions, SessionManager
@@ -32,6 +33,7 @@ from ksef_gateway.sync.ksef import GatewayKsef
 from ksef_gateway.sync.scheduler import LeasedVaultTargets, SyncScheduler
 from ksef_gateway.sync.service import SyncService
 from ksef_gateway.vault.keys import load_keyring
+from ksef_gateway.vault.offline import OfflineCertificates
 from ksef_gateway.vault.service import Vault
 from platform_common.runtime import ServiceRuntime
 
@@ -116,7 +118,13 @@ class Gateway:
         self.invoices = Invoices(runtime.db.sessionmaker, self.sync_service.is_known)
         # Sales: submissions are stored queued and wake the sender, which sends for the contexts leased here.
         sales = self.settings.sales
-        self.sales = SalesInvoices(runtime.db, runtime.outbox)
+        self.offline_certificates = OfflineCertificates(runtime.db, keyring)
+        self.sales = SalesInvoices(
+            runtime.db,
+            runtime.outbox,
+            self.offline_certificates,
+            qr_base=qr_base_url(ksef.environment, sales.sim_qr_base_url),
+        )
         self.sales_sender = SalesSender(
             runtime.db,
             runtime.outbox,

@@ -19,9 +19,9 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Row
 
 from ksef_gateway.deps import GatewayDep, KsefReader, actor_of, client_nip
-from ksef_gateway.ksef.environments import Environment
+from ksef_gateway.sales.deadlines import OfflineMode
 from ksef_gateway.sales.domain import SalesStatus, SubmissionError
-from ksef_gateway.sales.qr import kod_i, kod_i_for_hash, qr_base_url
+from ksef_gateway.sales.qr import CAPTION_CERTIFICATE, QrCode, kod_i, kod_i_for_hash
 from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
 from platform_common.auth import Principal, require
 from platform_common.limits import body_limit
@@ -63,6 +63,9 @@ class SalesInvoice(BaseModel):
     error: dict[str, Any] | None = Field(description="KSeF's description, details and extensions of a refusal")
     has_upo: bool
     kod_i_url: str = Field(description="KOD I verification link (REFERENCE.md §11)")
+    offline_mode: str | None = Field(description="offline24 when issued offline on purpose (REFERENCE.md §12)")
+    offline_deadline: date | None = Field(description="The last day for sending it to KSeF (Polish working days)")
+    kod_ii_url: str | None = Field(description="KOD II of an offline invoice, signed with the Offline certificate")
     submitted_by: str
     created_at: datetime
     updated_at: datetime
@@ -82,7 +85,7 @@ def _problem(exc: SubmissionError) -> Problem:
 
 
 def _qr_base(gateway: GatewayDep) -> str:
-    return qr_base_url(Environment(gateway.settings.ksef.environment), gateway.settings.sales.sim_qr_base_url)
+    return gateway.sales.qr_base
 
 
 def _out(row: Row[Any], qr_base: str, history: list[HistoryLine] | None = None) -> SalesInvoice:
@@ -109,6 +112,9 @@ def _out(row: Row[Any], qr_base: str, history: list[HistoryLine] | None = None) 
         error=row.error,
         has_upo=status in (SalesStatus.ACCEPTED, SalesStatus.DUPLICATE),
         kod_i_url=kod_i_for_hash(qr_base, row.seller_nip, row.issue_date, row.invoice_hash, row.ksef_number).url,
+        offline_mode=row.offline_mode,
+        offline_deadline=row.offline_deadline,
+        kod_ii_url=row.kod_ii_url,
         submitted_by=row.submitted_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -154,6 +160,10 @@ async def submit(
     principal: Sender,
     gateway: GatewayDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+    offline: Annotated[
+        Literal["offline24"] | None,
+        Query(description="Issue it offline on purpose: KOD II at once, sent with offlineMode=true (REFERENCE.md §12)"),
+    ] = None,
 ) -> SalesInvoice:
     client = client_nip(nip)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -178,6 +188,7 @@ async def submit(
             body=body,
             idempotency_key=idempotency_key,
             submitted_by=actor_of(principal),
+            offline=OfflineMode(offline) if offline else None,
         )
     except SubmissionError as exc:
         raise _problem(exc) from None
@@ -250,6 +261,32 @@ async def sales_kod_i(
     except SubmissionError as exc:
         raise _problem(exc) from None
     code = kod_i(_qr_base(gateway), row.seller_nip, row.issue_date, content, row.ksef_number)
+    return _image(code, image)
+
+
+@router.get(
+    "/clients/{nip}/sales/{invoice_id}/kod-ii.{image}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/svg+xml": {}}}},
+    summary="KOD II of an offline invoice as an image (PNG or SVG), captioned CERTYFIKAT",
+)
+async def sales_kod_ii(
+    nip: str,
+    invoice_id: uuid.UUID,
+    image: Literal["png", "svg"],
+    principal: KsefReader,
+    gateway: GatewayDep,
+) -> Response:
+    try:
+        row, _events = await gateway.sales.get(client_nip(nip), invoice_id)
+    except SubmissionError as exc:
+        raise _problem(exc) from None
+    if row.kod_ii_url is None:
+        raise Problem(404, "Not Found", "KOD II is only for invoices issued offline.", code="no-kod-ii")
+    return _image(QrCode(url=row.kod_ii_url, caption=CAPTION_CERTIFICATE), image)
+
+
+def _image(code: QrCode, image: str) -> Response:
     if image == "png":
         return Response(code.png(scale=6), media_type="image/png")
     return Response(code.svg(), media_type="image/svg+xml")

@@ -196,7 +196,7 @@ class SalesSender:
             full = await SalesRepository(session).get(nip, row.id, documents=True)
         assert full is not None
         try:
-            reference = await self._ksef.send(nip, online, bytes(full.xml), offline_mode=False)
+            reference = await self._ksef.send(nip, online, bytes(full.xml), offline_mode=full.offline_mode is not None)
         except BudgetUnavailable as exc:
             # Refused by our own budget before anything left: certainly not sent.
             await self._move(row, SalesStatus.SENDING, SalesStatus.QUEUED, _later(now, exc.retry_after_s), {})
@@ -365,7 +365,7 @@ class SalesSender:
                 ksef_number=ksef_number,
                 client_nip=row.client_nip,
                 p_2=row.invoice_number,
-                mode=SendingMode.ONLINE,
+                mode=SendingMode.OFFLINE if row.offline_mode else SendingMode.ONLINE,
                 accepted_at=acquisition_date or now,
             ),
             StatusChanged(

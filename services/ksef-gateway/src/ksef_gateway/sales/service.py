@@ -11,16 +11,19 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
 from ksef_gateway.ksef.crypto import sha256_b64
+from ksef_gateway.sales.deadlines import OfflineMode, deadline
 from ksef_gateway.sales.domain import SalesStatus, SubmissionError, request_fingerprint
+from ksef_gateway.sales.qr import kod_ii
 from ksef_gateway.sales.repository import SalesRepository
 from ksef_gateway.sales.validation import read_facts, validate_fa3
+from ksef_gateway.vault.offline import OfflineCertificates
 from platform_common.auth.clock import Clock, system_clock
 from platform_common.contracts.status import DocumentKind, StatusChanged
 from platform_common.db import Database
@@ -40,9 +43,19 @@ class Submitted:
 
 
 class SalesInvoices:
-    def __init__(self, db: Database, outbox: Outbox, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        outbox: Outbox,
+        offline_certificates: OfflineCertificates,
+        *,
+        qr_base: str,
+        clock: Clock = system_clock,
+    ) -> None:
         self._db = db
         self._outbox = outbox
+        self._offline_certificates = offline_certificates
+        self.qr_base = qr_base
         self.clock = clock
         self.queued = asyncio.Event()  # set after a submission commits: the sender starts at once
 
@@ -56,6 +69,7 @@ class SalesInvoices:
         body: bytes,
         idempotency_key: str | None,
         submitted_by: str,
+        offline: OfflineMode | None = None,
     ) -> Submitted:
         fingerprint = request_fingerprint(content_type, body)
         if idempotency_key is not None:
@@ -83,8 +97,9 @@ class SalesInvoices:
                 status=422,
             )
         now = self.clock()
+        offline_values = await self._offline(client_nip, xml, facts.issue_date, offline, now) if offline else {}
         invoice_id = uuid.uuid4()
-        values = {
+        values = offline_values | {
             "id": invoice_id,
             "client_nip": client_nip,
             "idempotency_key": idempotency_key,
@@ -107,7 +122,8 @@ class SalesInvoices:
         }
         try:
             async with self._db.sessionmaker() as session, session.begin():
-                await SalesRepository(session).add(values, at=now, detail={"by": submitted_by, "source": source})
+                detail = {"by": submitted_by, "source": source} | ({"offline_mode": offline.value} if offline else {})
+                await SalesRepository(session).add(values, at=now, detail=detail)
                 await self._outbox.emit(
                     session,
                     StatusChanged(
@@ -132,6 +148,46 @@ class SalesInvoices:
             row = await SalesRepository(session).get(client_nip, invoice_id)
         assert row is not None
         return Submitted(row, replayed=False)
+
+    async def _offline(
+        self, client_nip: str, xml: bytes, issue_date: date, mode: OfflineMode, now: datetime
+    ) -> dict[str, Any]:
+        """An invoice issued offline on purpose (offline24): KOD II signed now with the client's Offline
+        certificate, and the legal deadline for sending it (the next working day after P_1, REFERENCE.md §12)."""
+        if mode is not OfflineMode.OFFLINE24:
+            raise SubmissionError(
+                "unsupported-offline-mode",
+                "Only offline24 can be chosen; the other offline modes follow KSeF's announced outages.",
+                status=422,
+            )
+        material = await self._offline_certificates.signing_material(client_nip)
+        if material is None:
+            raise SubmissionError(
+                "no-offline-certificate",
+                "An offline invoice needs KOD II, signed with the client's KSeF Offline certificate: register it at"
+                " PUT /clients/{nip}/offline-certificate.",
+                status=422,
+            )
+        try:
+            code = kod_ii(
+                self.qr_base,
+                context_type="Nip",
+                context_value=client_nip,
+                seller_nip=client_nip,
+                certificate=material.certificate,
+                private_key=material.private_key,
+                xml=xml,
+                now=now,
+            )
+        except ValueError as exc:
+            raise SubmissionError(
+                "unusable-offline-certificate", f"KOD II cannot be signed: {exc}.", status=422
+            ) from None
+        return {
+            "offline_mode": mode.value,
+            "offline_deadline": deadline(mode, issue_date, ()),
+            "kod_ii_url": code.url,
+        }
 
     async def _earlier(self, client_nip: str, key: str, fingerprint: str) -> Row[Any] | None:
         async with self._db.sessionmaker() as session:

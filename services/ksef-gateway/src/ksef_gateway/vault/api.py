@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from ksef_gateway.deps import actor_of, client_nip, credential_problem
 from ksef_gateway.ksef.environments import Environment
 from ksef_gateway.vault.domain import CredentialError, CredentialKind, CredentialModel, CredentialStatus, Scope
+from ksef_gateway.vault.offline import OfflineCertificateError, OfflineCertificates
 from ksef_gateway.vault.service import CredentialSetup, CredentialView, Vault
 from ksef_gateway.wiring import Gateway
 from platform_common.auth import require
@@ -250,3 +251,71 @@ async def rotate_vault_key(principal: VaultOperator, vault: VaultDep) -> Rotatio
         rotated=report.rotated,
         failed=[{"context_nip": nip, "reason": reason} for nip, reason in report.failed],
     )
+
+
+# --- the Offline certificate (KOD II) --------------------------------------------------------------------------
+
+
+class OfflineCertificateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    certificate_pem: str = Field(max_length=65536, description="The KSeF certificate of type Offline, PEM")
+    private_key_pem: SecretStr = Field(max_length=65536, description="Its private key, PEM (PKCS#8 or traditional)")
+    password: SecretStr | None = Field(default=None, max_length=1024, description="When the PEM key is encrypted")
+
+
+class OfflineCertificateOut(BaseModel):
+    client_nip: str
+    serial: str = Field(description="As KOD II carries it (16 hex digits)")
+    subject: str
+    key_type: Literal["RSA-PSS", "ECDSA-P256"]
+    valid_until: datetime
+    created_by: str
+    created_at: datetime
+
+
+def _offline(request: Request) -> OfflineCertificates:
+    return Gateway.of(request.app.state.runtime).offline_certificates
+
+
+OfflineDep = Annotated[OfflineCertificates, Depends(_offline)]
+
+
+@router.put(
+    "/clients/{nip}/offline-certificate",
+    summary="Register or replace the client's KSeF Offline certificate, which signs KOD II (the key is never returned)",
+    response_model=OfflineCertificateOut,
+)
+async def put_offline_certificate(
+    nip: str, body: OfflineCertificateIn, principal: CredentialManager, offline: OfflineDep
+) -> OfflineCertificateOut:
+    try:
+        view = await offline.put(
+            client_nip(nip),
+            body.certificate_pem,
+            body.private_key_pem.get_secret_value(),
+            body.password.get_secret_value() if body.password is not None else None,
+            actor=actor_of(principal),
+        )
+    except OfflineCertificateError as exc:
+        raise Problem(exc.status, "Unusable certificate", str(exc), code=exc.code) from None
+    return OfflineCertificateOut(**vars(view))
+
+
+@router.get(
+    "/clients/{nip}/offline-certificate",
+    summary="The client's Offline certificate (never its key)",
+    response_model=OfflineCertificateOut,
+)
+async def get_offline_certificate(nip: str, principal: CredentialManager, offline: OfflineDep) -> OfflineCertificateOut:
+    view = await offline.view(client_nip(nip))
+    if view is None:
+        raise Problem(404, "No certificate", "No Offline certificate is registered.", code="no-offline-certificate")
+    return OfflineCertificateOut(**vars(view))
+
+
+@router.delete("/clients/{nip}/offline-certificate", status_code=204, summary="Remove the client's Offline certificate")
+async def delete_offline_certificate(nip: str, principal: CredentialManager, offline: OfflineDep) -> Response:
+    if not await offline.remove(client_nip(nip)):
+        raise Problem(404, "No certificate", "No Offline certificate is registered.", code="no-offline-certificate")
+    return Response(status_code=204)

@@ -11,10 +11,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ksef_gateway.db import credential
+from ksef_gateway.db import credential, offline_certificate
 from ksef_gateway.vault.envelope import Envelope
 
 
@@ -202,3 +204,24 @@ async def store_rewrapped(session: AsyncSession, read: SealedSecret, fresh: Enve
 async def delete_credential_of(session: AsyncSession, context_nip: str) -> bool:
     result = await session.execute(delete(credential).where(credential.c.context_nip == context_nip))
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- the Offline certificate (vault/offline.py) ----------------------------------------------------------------
+
+
+async def put_offline_certificate(session: AsyncSession, values: dict[str, Any]) -> None:
+    """Insert or replace the client's certificate (one per client: a new one supersedes the old at once)."""
+    upsert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    statement = upsert(offline_certificate).values(**values)
+    replaced = {k: statement.excluded[k] for k in values if k != "client_nip"}
+    await session.execute(statement.on_conflict_do_update(index_elements=["client_nip"], set_=replaced))
+
+
+async def offline_certificate_of(session: AsyncSession, client_nip: str) -> Row[Any] | None:
+    result = await session.execute(select(offline_certificate).where(offline_certificate.c.client_nip == client_nip))
+    return result.first()
+
+
+async def delete_offline_certificate(session: AsyncSession, client_nip: str) -> bool:
+    result = await session.execute(delete(offline_certificate).where(offline_certificate.c.client_nip == client_nip))
+    return bool(getattr(result, "rowcount", 0))

@@ -21,6 +21,10 @@ from typing import Any
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 from sqlalchemy import select
 
@@ -28,7 +32,9 @@ from ksef_gateway.db import messaging_tables
 from ksef_gateway.ksef.crypto import sha256_b64
 from ksef_gateway.ksef.models import FA3
 from ksef_gateway.main import create_app
+from ksef_gateway.sales.deadlines import next_working_day
 from ksef_gateway.sales.domain import SalesStatus
+from ksef_gateway.sales.qr import verify_kod_ii
 from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
 from ksef_gateway.sales.repository import SalesRepository
 from ksef_gateway.settings import GatewaySettings, KsefSettings, SalesSettings, SyncSettings, VaultSettings
@@ -69,6 +75,7 @@ class Hub:
     sender: dict[str, str]
     reader: dict[str, str]
     sim: RunningSim
+    manager: str
 
     def accepted_in_sim(self) -> list[StoredInvoice]:
         return [i for i in self.sim.sim.store.all(StoredInvoice) if i.seller_nip == self.nip]
@@ -133,6 +140,7 @@ async def hub(sim: RunningSim, db_url: str, tmp_path: Path) -> AsyncIterator[Hub
                 sender={"Authorization": f"Bearer {tokens.mint(perms=['ksef.send', 'ksef.read'], nips=[nip])}"},
                 reader={"Authorization": f"Bearer {tokens.mint(perms=['ksef.read'], nips=[nip])}"},
                 sim=sim,
+                manager=manage["Authorization"],
             )
 
 
@@ -319,3 +327,80 @@ async def test_a_send_interrupted_after_ksef_received_it_is_reconciled_not_sent_
     assert [h["status"] for h in lost["history"]].count("queued") == 2  # back to the queue, then sent
     hashes = sorted(i.invoice_hash for i in hub.accepted_in_sim())
     assert hashes == sorted([sha256_b64(xml_sent), sha256_b64(xml_lost)])  # each once
+
+
+def offline_certificate(nip: str) -> tuple[str, str, x509.Certificate]:
+    """A KSeF-like Offline certificate: EC P-256, a 64-bit serial, key usage nonRepudiation (REFERENCE.md §11)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Offline {nip}")])
+    now = datetime.now(UTC)
+    usage = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=True,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(Random(nip).getrandbits(63) | 1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(usage, critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), key_pem, certificate
+
+
+async def test_an_offline24_invoice_gets_kod_ii_and_its_deadline_and_is_sent_in_offline_mode(hub: Hub) -> None:
+    xml = fa3(hub.nip, "FV/OFF/1")
+    path = f"/clients/{hub.nip}/sales"
+    refused = await hub.api.post(
+        path, params={"offline": "offline24"}, content=xml, headers=hub.sender | {"Content-Type": "application/xml"}
+    )
+    assert refused.status_code == 422 and refused.json()["type"].endswith("/no-offline-certificate"), refused.text
+
+    cert_pem, key_pem, certificate = offline_certificate(hub.nip)
+    manage = hub.sender | {"Authorization": hub.manager}
+    r = await hub.api.put(
+        f"/clients/{hub.nip}/offline-certificate",
+        json={"certificate_pem": cert_pem, "private_key_pem": key_pem},
+        headers=manage,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["key_type"] == "ECDSA-P256" and "PRIVATE" not in r.text
+    assert r.json()["serial"] == f"{certificate.serial_number:016X}"
+
+    r = await hub.api.post(
+        path, params={"offline": "offline24"}, content=xml, headers=hub.sender | {"Content-Type": "application/xml"}
+    )
+    assert r.status_code == 202, r.text
+    issued = r.json()
+    assert issued["offline_mode"] == "offline24"
+    assert issued["offline_deadline"] == next_working_day(date.fromisoformat(issued["issue_date"])).isoformat()
+    # KOD II verified independently, from the certificate alone.
+    assert verify_kod_ii(issued["kod_ii_url"], certificate)
+    assert f"/certificate/Nip/{hub.nip}/{hub.nip}/{certificate.serial_number:016X}/" in issued["kod_ii_url"]
+    svg = await hub.api.get(f"{path}/{issued['id']}/kod-ii.svg", headers=hub.reader)
+    assert svg.status_code == 200 and "CERTYFIKAT" in svg.text
+
+    done = await hub.final(issued["id"])
+    assert done["status"] == "accepted"
+    (stored,) = hub.accepted_in_sim()
+    assert stored.invoicing_mode == "Offline"
+    (sent,) = await hub.events("invoice.sent")
+    assert sent["mode"] == "offline"
+    online = (await hub.submit(fa3(hub.nip, "FV/ON/1"))).json()
+    assert online["kod_ii_url"] is None
+    none = await hub.api.get(f"{path}/{online['id']}/kod-ii.png", headers=hub.reader)
+    assert none.status_code == 404

@@ -50,6 +50,7 @@ from ksef_gateway.sales.repository import SalesRepository
 from ksef_gateway.settings import SCHEMA
 from ksef_gateway.testing import KsefHarness
 from ksef_sim.domain.seed import random_nip
+from ksef_sim.domain.sessions import SessionInvoice
 from ksef_sim.records import StoredInvoice
 from ksef_sim.settings import RateLimitMode, SimSettings
 from ksef_sim.testing import RunningSim, serve
@@ -486,6 +487,12 @@ async def test_sales_sending_is_exactly_once_through_twenty_sigkills(
             expected = {sha256_b64(xml) for xml in bodies.values()}
             assert {h: n for h, n in held.items() if n != 1} == {}, "an invoice is in KSeF more than once"
             assert set(held) == expected, "KSeF lacks an invoice, or holds one nobody submitted"
+            # Every POST that reached KSeF: one sent again after KSeF had it comes back as 440, so it must end as a
+            # duplicate, never as a plain acceptance (and it is legitimate only when that POST was in flight at a kill).
+            posts = Counter(i.invoice_hash for i in sim.sim.store.all(SessionInvoice) if i.invoice_hash in expected)
+            assert set(posts) == expected
+            twice = {h for h, n in posts.items() if n > 1}
+            assert twice == {sha256_b64(bodies[key]) for key in duplicates}, "a second POST not told as a duplicate"
 
             # --- exactly one invoice.sent per invoice -----------------------------------------------------------
             outbox = messaging_tables.outbox
@@ -512,6 +519,7 @@ async def test_sales_sending_is_exactly_once_through_twenty_sigkills(
                 f"  sends reconciled by hash: {reconciled_found} found in KSeF (→ submitted), {reconciled_absent} "
                 f"absent (→ queued again, {resent} sends after such a return)"
             )
+            print(f"  POSTs that reached KSeF: {posts.total()} for {INVOICES} invoices")
             print(f"  duplicates resolved to the original ({len(duplicates)}): {duplicates}")
             print(
                 f"  submissions retried after a dead connection: {client.retried}, "
