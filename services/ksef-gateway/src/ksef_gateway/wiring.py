@@ -133,7 +133,8 @@ class Gateway:
             wake=self.sales.queued,
             tick_s=sales.tick_interval_s,
             max_contexts=sales.max_contexts,
-            per_context=sales.per_context,
+            # SQLite takes one writer at a time: parallel steps of one context would only queue on its lock.
+            per_context=sales.per_context if runtime.db.engine.dialect.name != "sqlite" else 1,
             poll=PollSchedule(first_s=sales.poll_first_s, max_s=sales.poll_max_s),
         )
 

@@ -156,19 +156,34 @@ class SalesSender:
             if not (lost or queued or submitted):
                 return
             if not all(sent):
-                return  # budget or credential: the rows carry their next attempt
+                return  # budget, credential or a failed step: the rows carry their next attempt
             if not queued:
                 # Only short polls are waited for inside the run; anything later is the loop's (next_attempt_at).
                 await asyncio.sleep(self._poll.first_s)
 
-    async def _each(self, rows: Sequence[Row[Any]], step: Callable[[Row[Any]], Awaitable[T]]) -> list[T]:
+    async def _each(self, rows: Sequence[Row[Any]], step: Callable[[Row[Any]], Awaitable[T]]) -> list[T | None]:
+        """``step`` for every row, ``per_context`` at a time. A step that fails (the database busy, an error of
+        ours) is logged and leaves its row in the state it last committed, which the next pass takes up again; it
+        never cancels nor outlives the others (no step keeps running after the run it belongs to has ended)."""
         limit = asyncio.Semaphore(self._per_context)
 
-        async def one(row: Row[Any]) -> T:
+        async def one(row: Row[Any]) -> T | None:
             async with limit:
-                return await step(row)
+                try:
+                    return await step(row)
+                except (NoCredential, ContextNotOwned):
+                    raise
+                except Exception:
+                    log.exception(
+                        "sales invoice %s of %s: this step failed, the next pass retries it", row.id, row.client_nip
+                    )
+                    return None
 
-        return list(await asyncio.gather(*(one(r) for r in rows)))
+        results = await asyncio.gather(*(one(r) for r in rows), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if not isinstance(r, BaseException)]
 
     # --- steps ------------------------------------------------------------------------------------------------
 
