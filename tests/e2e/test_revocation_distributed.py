@@ -35,6 +35,7 @@ from buffer_svc.settings import BufferSettings
 from ksef_gateway.settings import GatewaySettings, SyncSettings
 from platform_common.app import create_service_app
 from platform_common.auth.settings import AuthClientSettings
+from platform_common.messaging.transport import KafkaTransport
 from platform_common.sealing import generate_keypair
 from platform_common.settings import DatabaseSettings, KafkaSettings, MessagingSettings
 from platform_common.testing import time_until_refused, wait_until
@@ -69,7 +70,9 @@ async def test_suspend_and_revoke_refuse_an_issued_token_in_every_service(
 ) -> None:
     _private_key, public_key = generate_keypair()
     run = uuid.uuid4().hex[:8]
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_partitions=1)
+    # New consumer groups start at the topics' end, and the test acts once they are there: the shared broker's
+    # history (other tests' integrations) is not read first, which under load outlasted the waits below.
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, topic_partitions=1, auto_offset_reset="latest")
     messaging = MessagingSettings(transport="kafka", relay_poll_interval_s=0.05)
     shared = databases["shared"]
     auth_settings = AuthSettings.model_validate(
@@ -121,6 +124,10 @@ async def test_suspend_and_revoke_refuse_an_issued_token_in_every_service(
         httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway_app), base_url="http://gateway") as gateway,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=buffer_app), base_url="http://buffer") as buffer,
     ):
+        for app in (auth_app, approval_app, gateway_app, buffer_app):
+            transport = app.state.runtime.transport
+            assert isinstance(transport, KafkaTransport)
+            await wait_until(transport.positioned, timeout=60, what="the consumers to join at the topics' end")
         demo = await auth_svc.demo.ensure_demo_data(auth_app.state.runtime)
         login = await auth.post("/login", json={"email": OFFICE_ADMIN, "password": DEMO_PASSWORD})
         assert login.status_code == 200, login.text
