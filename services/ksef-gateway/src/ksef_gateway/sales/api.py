@@ -21,7 +21,7 @@ from sqlalchemy import Row
 from ksef_gateway.deps import GatewayDep, KsefReader, actor_of, client_nip
 from ksef_gateway.sales.deadlines import OfflineMode
 from ksef_gateway.sales.domain import SalesStatus, SubmissionError
-from ksef_gateway.sales.qr import CAPTION_CERTIFICATE, QrCode, kod_i, kod_i_for_hash
+from ksef_gateway.sales.qr import CAPTION_CERTIFICATE, QrCode, kod_i_for_hash
 from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
 from platform_common.auth import Principal, require
 from platform_common.limits import body_limit
@@ -257,10 +257,11 @@ async def sales_kod_i(
     gateway: GatewayDep,
 ) -> Response:
     try:
-        row, content = await gateway.sales.document(client_nip(nip), invoice_id, "xml")
+        row, _events = await gateway.sales.get(client_nip(nip), invoice_id)
     except SubmissionError as exc:
         raise _problem(exc) from None
-    code = kod_i(_qr_base(gateway), row.seller_nip, row.issue_date, content, row.ksef_number)
+    # The stored invoiceHash is the document's SHA-256: the XML itself need not be read again.
+    code = kod_i_for_hash(_qr_base(gateway), row.seller_nip, row.issue_date, row.invoice_hash, row.ksef_number)
     return _image(code, image)
 
 
