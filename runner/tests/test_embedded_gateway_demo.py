@@ -105,8 +105,8 @@ async def _decided_sales(client: httpx.AsyncClient, headers: dict[str, str]) -> 
     page = await client.get(f"/gateway/clients/{ACTIVE_NIP}/sales", headers=headers)
     assert page.status_code == 200, page.text
     items: list[dict[str, Any]] = page.json()["items"]
-    final = {"accepted", "duplicate", "rejected"}
-    return items if len(items) == 4 and all(i["status"] in final for i in items) else None
+    final = {"accepted", "duplicate", "rejected", "held"}  # held waits for a person or the monthly backfill
+    return items if len(items) == 5 and all(i["status"] in final for i in items) else None
 
 
 def _sim(app: FastAPI) -> Sim:
@@ -166,7 +166,8 @@ async def test_demo_client_invoices_arrive_through_the_gateway_and_survive_a_res
             denied = await client.get(f"/gateway/clients/{PENDING_NIP}/{path}", headers=admin)
             assert denied.status_code == 404, (path, denied.text)
 
-        # The demo client's sales invoices: two accepted, one sent again (440, resolved to the first), one refused.
+        # The demo client's sales invoices: two accepted, one sent again (440, resolved to the first), one refused,
+        # a pro-forma held by the client's auto-send rules.
         await app.state.demo_sales
         sales = await wait_until(
             lambda: _decided_sales(client, admin), timeout=60, interval=0.2, what="the demo sales invoices decided"
@@ -177,7 +178,9 @@ async def test_demo_client_invoices_arrive_through_the_gateway_and_survive_a_res
             ("FV/DEMO/1", "duplicate"),
             ("FV/DEMO/2", "accepted"),
             ("FV/DEMO/3", "rejected"),
+            ("PRO/DEMO/1", "held"),
         ]
+        assert by_number[("PRO/DEMO/1", "held")]["held_by_rule"] == "series:PRO/*"
         first = by_number[("FV/DEMO/1", "accepted")]
         assert by_number[("FV/DEMO/1", "duplicate")]["ksef_number"] == first["ksef_number"]
         assert by_number[("FV/DEMO/3", "rejected")]["ksef_code"] == 450
@@ -201,4 +204,4 @@ async def test_demo_client_invoices_arrive_through_the_gateway_and_survive_a_res
         again = await _all_invoices(client, ACTIVE_NIP, admin)
         assert sorted(i["ksef_number"] for i in again) == sorted(in_ksef)
         await app.state.demo_sales  # submits nothing again: its keys are known
-        assert len((await client.get(f"/gateway/clients/{ACTIVE_NIP}/sales", headers=admin)).json()["items"]) == 4
+        assert len((await client.get(f"/gateway/clients/{ACTIVE_NIP}/sales", headers=admin)).json()["items"]) == 5

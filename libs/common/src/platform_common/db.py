@@ -6,10 +6,12 @@ translated away (``schema_translate_map``) and each service gets its own databas
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,21 @@ class Database:
         self.schema = schema
         self.engine = make_engine(settings, schema)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def one_writer(self) -> AsyncIterator[None]:
+        """On SQLite, one write transaction of this process at a time; on PostgreSQL nothing.
+
+        SQLite admits one writer anyway. Left to its busy handler, a burst of concurrent writers (60 submissions at
+        once, half of them repeating an Idempotency-Key) sometimes stalled every pooled connection for longer than
+        the pool's 30 s checkout timeout; queueing them here, before a connection is taken, keeps them short.
+        """
+        if not self.is_sqlite:
+            yield
+            return
+        async with self._writer:
+            yield
 
     @property
     def is_sqlite(self) -> bool:

@@ -80,9 +80,11 @@ class TestContracts:
             "user.password_reset_requested",
             "integration.changed",
             "credential.access",
+            "ksef.outage",
+            "sales.deadline.alerted",
         }
         # One topic per event type, except a lifecycle whose events must stay in order together.
-        shared = {"integration.changed", "credential.access", "month.approved"}
+        shared = {"integration.changed", "credential.access", "month.approved", "ksef.outage"}
         assert all(c.topic == t or c.topic in shared for (t, _v), c in CONTRACTS.items())
         assert {c.topic for (t, _v), c in CONTRACTS.items() if t.startswith("integration.")} == {"integration.changed"}
         # A month's approval, unlock and late arrivals share one topic, keyed by the client: they stay in order.

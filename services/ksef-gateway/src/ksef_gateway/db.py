@@ -301,6 +301,14 @@ sales_invoice = Table(
     Column("offline_mode", String(16), nullable=True),
     Column("offline_deadline", Date, nullable=True),
     Column("kod_ii_url", Text, nullable=True),
+    # gateway_0010: a technical correction (REFERENCE.md §8) names the rejected offline invoice it replaces and is
+    # sent with its hash; the deadline alerts fire once each; an invoice held by the client's auto-send rules
+    # says which rule held it.
+    Column("corrects_invoice_id", Uuid, nullable=True),
+    Column("hash_of_corrected_invoice", String(44), nullable=True),
+    Column("deadline_warned_at", UtcDateTime, nullable=True),
+    Column("deadline_missed_at", UtcDateTime, nullable=True),
+    Column("held_by_rule", String(120), nullable=True),
     UniqueConstraint("client_nip", "idempotency_key"),
     Index(None, "status", "next_attempt_at"),
     Index(None, "client_nip", "invoice_hash"),
@@ -336,4 +344,34 @@ offline_certificate = Table(
     Column("master_key_id", String(64), nullable=False),
     Column("created_by", String(200), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+
+# A client's auto-send rules (gateway_0010, sales/rules.py ``AutoSendRules`` as JSON) and the last month its monthly
+# backfill sent, so that a backfill missed while the service was down runs the next day, and never twice.
+sales_auto_send = Table(
+    "sales_auto_send",
+    metadata,
+    Column("client_nip", String(10), primary_key=True),
+    Column("rules", Json, nullable=False),
+    Column("last_backfill_month", String(7), nullable=True),  # YYYY-MM
+    Column("updated_by", String(200), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# KSeF outages as the gateway saw them (gateway_0010, outages/): announced by Latarnia or found by our probes.
+# ``open_slot`` holds the source while the outage lasts and NULL after: the unique index lets one replica open an
+# outage per source and makes the others' attempts no-ops, so each start and end is announced once.
+ksef_outage = Table(
+    "ksef_outage",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column("kind", String(16), nullable=False),  # MAINTENANCE | FAILURE | TOTAL_FAILURE | UNREACHABLE
+    Column("source", String(16), nullable=False),  # latarnia | probe
+    Column("latarnia_event_id", Integer, nullable=True),
+    Column("message", Text, nullable=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("ended_at", UtcDateTime, nullable=True),
+    Column("open_slot", String(16), nullable=True, unique=True),
+    Index(None, "started_at"),
 )

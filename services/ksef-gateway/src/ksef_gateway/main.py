@@ -4,6 +4,7 @@ from ksef_gateway.communication.api import router as communication_router
 from ksef_gateway.db import client_access, messaging_tables, metadata
 from ksef_gateway.delegation.api import router as delegation_router
 from ksef_gateway.delegation.consumers import subscriptions
+from ksef_gateway.outages.api import router as outages_router
 from ksef_gateway.purchases.api import router as purchases_router
 from ksef_gateway.sales.api import router as sales_router
 from ksef_gateway.settings import SCHEMA, SERVICE_NAME, GatewaySettings
@@ -15,7 +16,15 @@ from platform_common.cli import service_cli
 from platform_common.runtime import ServiceDefinition
 
 api_router = APIRouter()
-for router in (vault_router, delegation_router, communication_router, sync_router, purchases_router, sales_router):
+for router in (
+    vault_router,
+    delegation_router,
+    communication_router,
+    sync_router,
+    purchases_router,
+    sales_router,
+    outages_router,
+):
     api_router.include_router(router)
 
 DEFINITION = ServiceDefinition(

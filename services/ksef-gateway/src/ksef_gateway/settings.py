@@ -263,11 +263,30 @@ class SalesSettings(BaseModel):
     )
     poll_first_s: float = Field(default=0.2, gt=0, description="First look at an invoice's status after sending.")
     poll_max_s: float = Field(default=10.0, gt=0, description="Longest pause between two looks at one invoice.")
+    deadline_warn_before_h: float = Field(
+        default=24.0, ge=0, description="An offline invoice's deadline alert fires this long before its last day ends."
+    )
+    deadline_check_interval_s: float = Field(
+        default=60.0, gt=0, description="How often offline deadlines are recomputed and their alerts looked for."
+    )
     sim_qr_base_url: str = Field(
         default="https://qr-test.ksef.mf.gov.pl",
         description="QR verification host written into KOD I for the simulator environment (the real environments "
         "use theirs, REFERENCE.md §1).",
     )
+
+
+class OutageSettings(BaseModel):
+    """KSeF availability (``GATEWAY_OUTAGES__*``): Latarnia followed, KSeF probed (rules: ``outages/domain.py``)."""
+
+    enabled: bool = Field(default=True, description="Follow Latarnia and probe KSeF in this process.")
+    check_interval_s: float = Field(
+        default=30.0, gt=0, description="How often Latarnia is read and, while KSeF looks down, KSeF is probed."
+    )
+    failure_threshold: int = Field(
+        default=3, ge=1, description="Consecutive failed KSeF calls (5xx, no answer) that open an UNREACHABLE outage."
+    )
+    latarnia: bool = Field(default=True, description="Read Latarnia's status (REFERENCE.md §1).")
 
 
 class GatewaySettings(ServiceSettings):
@@ -283,3 +302,4 @@ class GatewaySettings(ServiceSettings):
     sync: SyncSettings = SyncSettings()
     delegation: DelegationSettings = DelegationSettings()
     sales: SalesSettings = SalesSettings()
+    outages: OutageSettings = OutageSettings()

@@ -19,10 +19,15 @@ from ksef_gateway.delegation.checker import DelegationChecker
 from ksef_gateway.delegation.service import DelegatingCredentials, Delegation, SyncContexts
 from ksef_gateway.ksef import KsefClients
 from ksef_gateway.ksef.client import GATEWAY_PRODUCT
+from ksef_gateway.ksef.environments import base_url
+from ksef_gateway.outages.latarnia import HttpLatarnia, latarnia_url
+from ksef_gateway.outages.monitor import AvailabilityMonitor
+from ksef_gateway.outages.service import Availability
 from ksef_gateway.ownership.service import ContextLeases
 from ksef_gateway.purchases.service import Invoices
 from ksef_gateway.sales.domain import PollSchedule
 from ksef_gateway.sales.ksef import GatewaySendingKsef
+from ksef_gateway.sales.periodic import SalesPeriodic
 from ksef_gateway.sales.qr import qr_base_url
 from ksef_gateway.sales.sender import SalesSender
 from ksef_gateway.sales.service import SalesInvoices
@@ -117,13 +122,35 @@ class Gateway:
         self.sync_service = SyncService(self.sync_engine, self.sync, self.vault, self.budget)
         self.invoices = Invoices(runtime.db.sessionmaker, self.sync_service.is_known)
         # Sales: submissions are stored queued and wake the sender, which sends for the contexts leased here.
+        # KSeF availability: Latarnia and our probes record outages; submissions made while KSeF is down are
+        # issued offline, and the sender waits for the end.
+        outages = self.settings.outages
+        self.availability = Availability(
+            runtime.db,
+            runtime.outbox,
+            probe=self._probe_ksef,
+            threshold=outages.failure_threshold,
+            breaker_cooldown_s=self.settings.budget.circuit_cooldown_s,
+        )
+        self.availability_monitor = AvailabilityMonitor(
+            self.availability,
+            HttpLatarnia(latarnia_url(ksef.environment, ksef.sim_base_url), self.http) if outages.latarnia else None,
+            interval_s=outages.check_interval_s,
+        )
         sales = self.settings.sales
         self.offline_certificates = OfflineCertificates(runtime.db, keyring)
         self.sales = SalesInvoices(
             runtime.db,
             runtime.outbox,
             self.offline_certificates,
+            self.availability,
             qr_base=qr_base_url(ksef.environment, sales.sim_qr_base_url),
+        )
+        self.availability.on_change(self.sales.queued.set)
+        self.sales_periodic = SalesPeriodic(
+            self.sales,
+            warn_before=timedelta(hours=sales.deadline_warn_before_h),
+            interval_s=sales.deadline_check_interval_s,
         )
         self.sales_sender = SalesSender(
             runtime.db,
@@ -131,6 +158,8 @@ class Gateway:
             GatewaySendingKsef(self.sessions, self.online_sessions),
             holds=self.leases.holds,
             wake=self.sales.queued,
+            paused=lambda: self.availability.down,
+            report=self.availability.report,
             tick_s=sales.tick_interval_s,
             max_contexts=sales.max_contexts,
             # SQLite takes one writer at a time: parallel steps of one context would only queue on its lock.
@@ -150,13 +179,18 @@ class Gateway:
         if self.settings.delegation.enabled:
             await self.delegation_checker.start()
         await self.sync.start()
+        if self.settings.outages.enabled:
+            await self.availability_monitor.start()
         if self.settings.sales.enabled:
             await self.sales_sender.start()
+            await self.sales_periodic.start()
 
     async def stop(self) -> None:
         # Reverse order: online sessions close through live tokens, leases are released for the peers, and the
         # shared HTTP client goes last.
+        await self.sales_periodic.stop()
         await self.sales_sender.stop()
+        await self.availability_monitor.stop()
         await self.sync.stop()
         await self.delegation_checker.stop()
         await self.online_sessions.stop()
@@ -167,6 +201,16 @@ class Gateway:
         if isinstance(self.budget, RateBudget):
             await self.budget.aclose()  # its wake-up timers; nothing takes a slot any more
         await self.http.aclose()
+
+    async def _probe_ksef(self) -> bool:
+        """Does KSeF answer? Its public-key list is public and cheap; any answer below 500 means it is up."""
+        ksef = self.settings.ksef
+        url = f"{base_url(ksef.environment, ksef.sim_base_url)}/security/public-key-certificates"
+        try:
+            response = await self.http.get(url, timeout=10.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code < 500
 
     @classmethod
     def of(cls, runtime: ServiceRuntime) -> Gateway:

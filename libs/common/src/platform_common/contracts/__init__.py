@@ -23,6 +23,7 @@ from platform_common.contracts.months import (
     MonthUnlocked,
     Recipient,
 )
+from platform_common.contracts.outages import OUTAGE_EVENTS, KsefOutageEnded, KsefOutageStarted, SalesDeadlineAlerted
 from platform_common.contracts.status import DocumentKind, StatusChanged
 from platform_common.contracts.users import PasswordResetRequested, UserInvited
 from platform_common.messaging.envelope import EventContract
@@ -37,6 +38,7 @@ _ALL: tuple[type[EventContract], ...] = (
     *INTEGRATION_EVENTS,
     CredentialAccessVerified,
     CredentialAccessLost,
+    *OUTAGE_EVENTS,
 )
 CONTRACTS: dict[tuple[str, int], type[EventContract]] = {(c.event_type, c.event_version): c for c in _ALL}
 
@@ -51,12 +53,15 @@ __all__ = [
     "DocumentKind",
     "InvoiceFetched",
     "InvoiceSent",
+    "KsefOutageEnded",
+    "KsefOutageStarted",
     "MonthApproved",
     "MonthLateArrival",
     "MonthUnlocked",
     "Party",
     "PasswordResetRequested",
     "Recipient",
+    "SalesDeadlineAlerted",
     "SendingMode",
     "StatusChanged",
     "UserInvited",

@@ -23,6 +23,8 @@ from ksef_gateway.sales.deadlines import OfflineMode
 from ksef_gateway.sales.domain import SalesStatus, SubmissionError
 from ksef_gateway.sales.qr import CAPTION_CERTIFICATE, QrCode, kod_i_for_hash
 from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
+from ksef_gateway.sales.rules import AutoSendRules, backfill_window
+from ksef_gateway.sales.service import Submitted
 from platform_common.auth import Principal, require
 from platform_common.limits import body_limit
 from platform_common.problems import Problem
@@ -30,6 +32,7 @@ from platform_common.problems import Problem
 router = APIRouter(tags=["sales-invoices"])
 
 Sender = Annotated[Principal, Depends(require("ksef.send", client_nip_param="nip"))]
+AutoSender = Annotated[Principal, Depends(require("ksef.send.auto", client_nip_param="nip"))]
 # An FA(3) invoice is at most 1 MB (REFERENCE.md §4); its JSON form may be somewhat larger than the XML.
 SUBMIT_BODY_LIMIT = 2_000_000
 XML_TYPES = ("application/xml", "text/xml")
@@ -66,6 +69,14 @@ class SalesInvoice(BaseModel):
     offline_mode: str | None = Field(description="offline24 when issued offline on purpose (REFERENCE.md §12)")
     offline_deadline: date | None = Field(description="The last day for sending it to KSeF (Polish working days)")
     kod_ii_url: str | None = Field(description="KOD II of an offline invoice, signed with the Offline certificate")
+    offline_deadline_status: Literal["due", "awaiting_end", "not_required"] | None = Field(
+        description="due: offline_deadline is the last day; awaiting_end: the outage it depends on has not ended;"
+        " not_required: a total failure (no obligation to send)"
+    )
+    held_by_rule: str | None = Field(description="The auto-send rule that holds it (status held)")
+    corrects_invoice_id: uuid.UUID | None = Field(
+        description="The rejected offline invoice this technical correction replaces"
+    )
     submitted_by: str
     created_at: datetime
     updated_at: datetime
@@ -115,11 +126,22 @@ def _out(row: Row[Any], qr_base: str, history: list[HistoryLine] | None = None) 
         offline_mode=row.offline_mode,
         offline_deadline=row.offline_deadline,
         kod_ii_url=row.kod_ii_url,
+        offline_deadline_status=_deadline_status(row),
+        held_by_rule=row.held_by_rule,
+        corrects_invoice_id=row.corrects_invoice_id,
         submitted_by=row.submitted_by,
         created_at=row.created_at,
         updated_at=row.updated_at,
         history=history,
     )
+
+
+def _deadline_status(row: Row[Any]) -> Literal["due", "awaiting_end", "not_required"] | None:
+    if row.offline_mode is None:
+        return None
+    if row.offline_deadline is not None:
+        return "due"
+    return "not_required" if row.offline_mode == OfflineMode.TOTAL_FAILURE.value else "awaiting_end"
 
 
 async def _json_invoice(gateway: GatewayDep, body: bytes) -> bytes:
@@ -165,7 +187,29 @@ async def submit(
         Query(description="Issue it offline on purpose: KOD II at once, sent with offlineMode=true (REFERENCE.md §12)"),
     ] = None,
 ) -> SalesInvoice:
-    client = client_nip(nip)
+    submitted = await _submit(
+        gateway, client_nip(nip), request, principal, idempotency_key, OfflineMode(offline) if offline else None
+    )
+    return _answer(submitted, response, f"{request.url.path}/{submitted.row.id}", gateway)
+
+
+def _answer(submitted: Submitted, response: Response, location: str, gateway: GatewayDep) -> SalesInvoice:
+    if submitted.replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = location
+    return _out(submitted.row, _qr_base(gateway))
+
+
+async def _submit(
+    gateway: GatewayDep,
+    client: str,
+    request: Request,
+    principal: Principal,
+    idempotency_key: str | None,
+    offline: OfflineMode | None,
+    corrects: uuid.UUID | None = None,
+) -> Submitted:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await request.body()
     if content_type in XML_TYPES:
@@ -180,7 +224,7 @@ async def submit(
             code="unsupported-media-type",
         )
     try:
-        submitted = await gateway.sales.submit(
+        return await gateway.sales.submit(
             client,
             xml,
             source=source,
@@ -188,15 +232,106 @@ async def submit(
             body=body,
             idempotency_key=idempotency_key,
             submitted_by=actor_of(principal),
-            offline=OfflineMode(offline) if offline else None,
+            offline=offline,
+            corrects=corrects,
         )
     except SubmissionError as exc:
         raise _problem(exc) from None
-    if submitted.replayed:
-        response.status_code = 200
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"{request.url.path}/{submitted.row.id}"
-    return _out(submitted.row, _qr_base(gateway))
+
+
+@router.post(
+    "/clients/{nip}/sales/{invoice_id}/technical-correction",
+    status_code=202,
+    response_model=SalesInvoice,
+    summary="Replace a rejected offline invoice by its technical correction (sent with hashOfCorrectedInvoice)",
+    description="REFERENCE.md §8: only an invoice issued offline and rejected by KSeF can be corrected this way,"
+    " once. The body is the corrected FA(3) XML or JSON invoice, as for a submission; it keeps the original's"
+    " offline mode and deadline and is sent with offlineMode=true.",
+    openapi_extra=body_limit(SUBMIT_BODY_LIMIT),
+)
+async def technical_correction(
+    nip: str,
+    invoice_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    principal: Sender,
+    gateway: GatewayDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+) -> SalesInvoice:
+    submitted = await _submit(gateway, client_nip(nip), request, principal, idempotency_key, None, invoice_id)
+    return _answer(submitted, response, f"/clients/{nip}/sales/{submitted.row.id}", gateway)
+
+
+class Released(BaseModel):
+    released: int = Field(description="Held invoices moved to the sending queue")
+
+
+@router.post(
+    "/clients/{nip}/sales/{invoice_id}/send",
+    response_model=Released,
+    summary="Send a held invoice now (the auto-send rules held it)",
+)
+async def send_held(nip: str, invoice_id: uuid.UUID, principal: Sender, gateway: GatewayDep) -> Released:
+    client = client_nip(nip)
+    try:
+        row, _ = await gateway.sales.get(client, invoice_id)
+    except SubmissionError as exc:
+        raise _problem(exc) from None
+    if row.status != SalesStatus.HELD.value:
+        raise Problem(409, "Conflict", f"The invoice is {row.status}, not held.", code="not-held")
+    return Released(released=await gateway.sales.release(client, [invoice_id], by=actor_of(principal), why="by_hand"))
+
+
+@router.post(
+    "/clients/{nip}/sales-backfill",
+    response_model=Released,
+    summary="Send every held invoice issued in a month (what the monthly backfill does on its day)",
+)
+async def backfill(
+    nip: str,
+    principal: Sender,
+    gateway: GatewayDep,
+    month: Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM of the issue dates")],
+) -> Released:
+    client = client_nip(nip)
+    first, last = backfill_window(int(month[:4]), int(month[5:]))
+    ids = await gateway.sales.held(client, first, last)
+    return Released(released=await gateway.sales.release(client, ids, by=actor_of(principal), why="backfill"))
+
+
+class AutoSendView(BaseModel):
+    rules: AutoSendRules
+    updated_by: str | None
+    updated_at: datetime | None
+    last_backfill_month: str | None
+
+
+def _rules_view(rules: AutoSendRules, stored: Row[Any] | None) -> AutoSendView:
+    return AutoSendView(
+        rules=rules,
+        updated_by=stored.updated_by if stored else None,
+        updated_at=stored.updated_at if stored else None,
+        last_backfill_month=stored.last_backfill_month if stored else None,
+    )
+
+
+@router.get("/clients/{nip}/sales-auto-send", response_model=AutoSendView, summary="The client's auto-send rules")
+async def auto_send_rules(nip: str, principal: KsefReader, gateway: GatewayDep) -> AutoSendView:
+    rules, stored = await gateway.sales.rules(client_nip(nip))
+    return _rules_view(rules, stored)
+
+
+@router.put(
+    "/clients/{nip}/sales-auto-send",
+    response_model=AutoSendView,
+    summary="Set the client's auto-send rules: number series to send or hold, B2C held, the monthly backfill day",
+    openapi_extra=body_limit(64 * 1024),
+)
+async def set_auto_send_rules(
+    nip: str, rules: AutoSendRules, principal: AutoSender, gateway: GatewayDep
+) -> AutoSendView:
+    stored = await gateway.sales.set_rules(client_nip(nip), rules, by=actor_of(principal))
+    return _rules_view(AutoSendRules.model_validate(stored.rules), stored)
 
 
 def _cursor(value: str | None) -> tuple[datetime, uuid.UUID] | None:

@@ -1,6 +1,7 @@
 """Demo sales invoices for the embedded mode (``make run``): the active demo client sends four invoices through the
 same use case as ``POST /clients/{nip}/sales`` — two accepted, one sent again (KSeF's 440, resolved to the first
-one's KSeF number) and one KSeF refuses (an issue date in the future, 450).
+one's KSeF number) and one KSeF refuses (an issue date in the future, 450) — and, under the client's auto-send
+rules (pro-formas ``PRO/*`` held, a backfill on the 5th), a pro-forma that waits as ``held``.
 
 Idempotent across restarts: each has its own Idempotency-Key, and a key already in the database is not submitted
 again (the document would differ: it is rendered on the day of the start).
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
+from ksef_gateway.sales.rules import AutoSendRules, SeriesAction, SeriesRule
 from ksef_gateway.sales.service import SalesInvoices
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,10 @@ async def ensure_demo_sales(sales: SalesInvoices, seller_nip: str, seller_name: 
         # Dated the day after tomorrow: KSeF refuses an issue date after its receipt (REFERENCE.md §8, code 450).
         ("demo-sales-3", _invoice(seller_nip, seller_name, "FV/DEMO/3", now + timedelta(days=2), BREAD)),
     ]
+    if (await sales.rules(seller_nip))[1] is None:
+        rules = AutoSendRules(series=[SeriesRule(pattern="PRO/*", action=SeriesAction.HOLD)], backfill_day=5)
+        await sales.set_rules(seller_nip, rules, by=DEMO_ACTOR)
+    plan.append(("demo-sales-proforma", _invoice(seller_nip, seller_name, "PRO/DEMO/1", now, CAKE)))
     submitted = 0
     for key, xml in plan:
         if await sales.by_idempotency_key(seller_nip, key) is not None:

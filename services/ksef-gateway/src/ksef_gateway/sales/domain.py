@@ -5,6 +5,7 @@ The state machine is persisted before every KSeF call, which is what makes a cra
     queued ──► sending ──► submitted ──► accepted | duplicate | rejected
        ▲          │
        └──────────┘  (reconciled after a crash: not in the session's list by its hash → queued again)
+    held ──► queued  (the client's auto-send rules held it; sent by hand or by the monthly backfill)
 
 - ``sending`` is written, with the session chosen, *before* the invoice is posted. A replica that finds a
   ``sending`` row it is not posting right now cannot know whether KSeF received it, so it looks for the invoice's
@@ -26,6 +27,7 @@ FINAL_STATES = frozenset({"accepted", "duplicate", "rejected"})
 
 
 class SalesStatus(StrEnum):
+    HELD = "held"
     QUEUED = "queued"
     SENDING = "sending"
     SUBMITTED = "submitted"
@@ -43,6 +45,7 @@ class SalesStatus(StrEnum):
 
 
 STATUS_LABELS: dict[SalesStatus, dict[str, str]] = {
+    SalesStatus.HELD: {"pl": "Wstrzymana (reguły wysyłki)", "en": "Held (auto-send rules)"},
     SalesStatus.QUEUED: {"pl": "W kolejce", "en": "Queued"},
     SalesStatus.SENDING: {"pl": "Wysyłanie", "en": "Sending"},
     SalesStatus.SUBMITTED: {"pl": "Przetwarzanie w KSeF", "en": "Processing in KSeF"},

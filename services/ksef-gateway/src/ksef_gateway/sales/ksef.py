@@ -16,7 +16,9 @@ class SendingKsef(Protocol):
         """Forget the context's pooled sessions (KSeF said one is unusable); the next send opens a new one."""
         ...
 
-    async def send(self, nip: str, session: OnlineSession, xml: bytes, *, offline_mode: bool) -> str: ...
+    async def send(
+        self, nip: str, session: OnlineSession, xml: bytes, *, offline_mode: bool, hash_of_corrected_invoice: str | None
+    ) -> str: ...
 
     async def status(self, nip: str, session_reference: str, invoice_reference: str) -> SentInvoiceStatus: ...
 
@@ -43,11 +45,18 @@ class GatewaySendingKsef:
     async def drop_sessions(self, nip: str) -> None:
         await self._online.close_context(nip)
 
-    async def send(self, nip: str, session: OnlineSession, xml: bytes, *, offline_mode: bool) -> str:
+    async def send(
+        self, nip: str, session: OnlineSession, xml: bytes, *, offline_mode: bool, hash_of_corrected_invoice: str | None
+    ) -> str:
         return await self._sessions.call(
             nip,
             lambda client, token: client.send_online_invoice(
-                token, session, xml, offline_mode=offline_mode, context_nip=nip
+                token,
+                session,
+                xml,
+                offline_mode=offline_mode,
+                hash_of_corrected_invoice=hash_of_corrected_invoice,
+                context_nip=nip,
             ),
         )
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ksef_gateway.db import sales_invoice, sales_invoice_history
+from ksef_gateway.db import sales_auto_send, sales_invoice, sales_invoice_history
 from ksef_gateway.sales.domain import SalesStatus
 
 # Columns of a list: everything but the documents, which are read one at a time.
@@ -161,3 +161,68 @@ class SalesRepository:
             .group_by(sales_invoice.c.status)
         )
         return {status: int(n) for status, n in result.tuples()}
+
+    # --- offline invoices and their deadlines ---------------------------------------------------------------
+
+    async def offline_unsent(self, limit: int = 1000) -> Sequence[Row[Any]]:
+        """Invoices issued offline that KSeF has not accepted yet (a rejected one waits for its correction)."""
+        result = await self.session.execute(
+            select(*_SUMMARY)
+            .where(
+                sales_invoice.c.offline_mode.is_not(None),
+                sales_invoice.c.status.not_in([SalesStatus.ACCEPTED.value, SalesStatus.DUPLICATE.value]),
+            )
+            .order_by(sales_invoice.c.created_at)
+            .limit(limit)
+        )
+        return result.all()
+
+    async def set_offline_fields(self, invoice_id: uuid.UUID, values: dict[str, Any]) -> None:
+        await self.session.execute(update(sales_invoice).where(sales_invoice.c.id == invoice_id).values(**values))
+
+    async def corrections_of(self, invoice_id: uuid.UUID) -> Sequence[Row[Any]]:
+        result = await self.session.execute(select(*_SUMMARY).where(sales_invoice.c.corrects_invoice_id == invoice_id))
+        return result.all()
+
+    # --- auto-send rules and held invoices ------------------------------------------------------------------
+
+    async def rules(self, client_nip: str) -> Row[Any] | None:
+        result = await self.session.execute(select(sales_auto_send).where(sales_auto_send.c.client_nip == client_nip))
+        return result.first()
+
+    async def put_rules(self, client_nip: str, rules: dict[str, Any], *, by: str, at: datetime) -> None:
+        values = {"rules": rules, "updated_by": by, "updated_at": at}
+        updated = await self.session.execute(
+            update(sales_auto_send).where(sales_auto_send.c.client_nip == client_nip).values(**values)
+        )
+        if not getattr(updated, "rowcount", 0):
+            await self.session.execute(sales_auto_send.insert().values(client_nip=client_nip, **values))
+
+    async def clients_with_backfill(self) -> Sequence[Row[Any]]:
+        return (await self.session.execute(select(sales_auto_send))).all()
+
+    async def mark_backfilled(self, client_nip: str, month: str, previous: str | None) -> bool:
+        """Record the month as backfilled, only from the state the caller saw (one replica runs each backfill)."""
+        condition = (
+            sales_auto_send.c.last_backfill_month.is_(None)
+            if previous is None
+            else sales_auto_send.c.last_backfill_month == previous
+        )
+        result = await self.session.execute(
+            update(sales_auto_send)
+            .where(sales_auto_send.c.client_nip == client_nip, condition)
+            .values(last_backfill_month=month)
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def held(
+        self, client_nip: str, *, issued_from: date | None = None, issued_to: date | None = None
+    ) -> Sequence[Row[Any]]:
+        query = select(*_SUMMARY).where(
+            sales_invoice.c.client_nip == client_nip, sales_invoice.c.status == SalesStatus.HELD.value
+        )
+        if issued_from is not None:
+            query = query.where(sales_invoice.c.issue_date >= issued_from)
+        if issued_to is not None:
+            query = query.where(sales_invoice.c.issue_date <= issued_to)
+        return (await self.session.execute(query.order_by(sales_invoice.c.created_at))).all()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Row
 
-from ksef_gateway.budget.service import BudgetUnavailable
+from ksef_gateway.budget.service import BudgetUnavailable, CircuitOpen
 from ksef_gateway.ksef.crypto import sha256_b64
 from ksef_gateway.ksef.errors import KsefError
 from ksef_gateway.ksef.models import SentInvoiceStatus
@@ -56,6 +56,8 @@ class SalesSender:
         *,
         holds: Callable[[str], bool],
         wake: asyncio.Event,
+        paused: Callable[[], bool] = lambda: False,
+        report: Callable[..., Awaitable[None]] | None = None,
         tick_s: float = 1.0,
         max_contexts: int = 16,
         per_context: int = 4,
@@ -67,6 +69,8 @@ class SalesSender:
         self._ksef = ksef
         self._holds = holds
         self._wake = wake
+        self._paused = paused
+        self._report = report
         self._tick_s = tick_s
         self._poll = poll
         self.clock = clock
@@ -117,7 +121,10 @@ class SalesSender:
         return max(0.0, min(self._tick_s, (due - self.clock()).total_seconds()))
 
     async def tick(self) -> None:
-        """Start a run for every held context with due work that has none running."""
+        """Start a run for every held context with due work that has none running; none while KSeF is down (the
+        availability monitor wakes the loop when the outage ends: nothing is sent into a 503)."""
+        if self._paused():
+            return
         async with self._db.sessionmaker() as session:
             contexts = await SalesRepository(session).contexts_with_work(self.clock())
         for nip in contexts:
@@ -192,9 +199,12 @@ class SalesSender:
         try:
             online = await self._ksef.session(nip)
         except BudgetUnavailable as exc:
+            if isinstance(exc, CircuitOpen):  # the budget's breaker saw KSeF fail: that is a failure too
+                await self._outcome(exc)
             await self._defer(row, SalesStatus.QUEUED, exc.retry_after_s)
             return False
         except KsefError as exc:
+            await self._outcome(exc)
             await self._defer(row, SalesStatus.QUEUED, send_retry_delay(row.attempts + 1), error=exc)
             return False
         now = self.clock()
@@ -211,12 +221,19 @@ class SalesSender:
             full = await SalesRepository(session).get(nip, row.id, documents=True)
         assert full is not None
         try:
-            reference = await self._ksef.send(nip, online, bytes(full.xml), offline_mode=full.offline_mode is not None)
+            reference = await self._ksef.send(
+                nip,
+                online,
+                bytes(full.xml),
+                offline_mode=full.offline_mode is not None,
+                hash_of_corrected_invoice=full.hash_of_corrected_invoice,
+            )
         except BudgetUnavailable as exc:
             # Refused by our own budget before anything left: certainly not sent.
             await self._move(row, SalesStatus.SENDING, SalesStatus.QUEUED, _later(now, exc.retry_after_s), {})
             return False
         except KsefError as exc:
+            await self._outcome(exc)
             if exc.http_status == 400 and SESSION_UNUSABLE_CODES & set(exc.codes):
                 await self._ksef.drop_sessions(nip)
                 await self._move(
@@ -229,6 +246,7 @@ class SalesSender:
             # 429, 5xx, a timeout: KSeF may or may not hold it. Left in ``sending``, reconciled by its hash later.
             await self._defer(row, SalesStatus.SENDING, send_retry_delay(row.attempts + 1), error=exc)
             return bool(exc.http_status != 429)
+        await self._outcome(None)
         await self._move(
             row,
             SalesStatus.SENDING,
@@ -237,6 +255,18 @@ class SalesSender:
             {"invoice_reference": reference},
         )
         return True
+
+    async def _outcome(self, error: KsefError | CircuitOpen | None) -> None:
+        """What a call tells about KSeF's availability: an answer (even a refusal) means it is up; a 5xx or no
+        answer counts towards the circuit that records an UNREACHABLE outage (outages/domain.py)."""
+        if self._report is None:
+            return
+        if error is None or (
+            isinstance(error, KsefError) and error.http_status is not None and error.http_status < 500
+        ):
+            await self._report(True)
+        else:
+            await self._report(False)
 
     async def _reconcile(self, nip: str, rows: list[Row[Any]] | Any) -> None:
         """``sending`` rows nobody is posting: KSeF holds the invoice (→ submitted) or not (→ queued again)."""
@@ -274,8 +304,11 @@ class SalesSender:
             status = await self._ksef.status(nip, row.session_reference, row.invoice_reference)
         except (KsefError, BudgetUnavailable) as exc:
             retry = exc.retry_after_s if isinstance(exc, BudgetUnavailable) else None
+            if isinstance(exc, KsefError | CircuitOpen):
+                await self._outcome(exc)
             await self._defer(row, SalesStatus.SUBMITTED, retry or self._poll.max_s)
             return
+        await self._outcome(None)
         if status.processing:
             waited = (self.clock() - row.updated_at).total_seconds()
             await self._defer(row, SalesStatus.SUBMITTED, self._poll.after(waited))

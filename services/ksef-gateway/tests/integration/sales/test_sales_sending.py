@@ -8,169 +8,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
-import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
-from random import Random
-from typing import Any
 
-import httpx
-import pytest
-from asgi_lifespan import LifespanManager
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from pydantic import SecretStr
-from sqlalchemy import select
-
-from ksef_gateway.db import messaging_tables
+from integration.sales.world import Hub
 from ksef_gateway.ksef.crypto import sha256_b64
 from ksef_gateway.ksef.models import FA3
-from ksef_gateway.main import create_app
 from ksef_gateway.sales.deadlines import next_working_day
-from ksef_gateway.sales.domain import SalesStatus
 from ksef_gateway.sales.qr import verify_kod_ii
-from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
 from ksef_gateway.sales.repository import SalesRepository
-from ksef_gateway.settings import GatewaySettings, KsefSettings, SalesSettings, SyncSettings, VaultSettings
-from ksef_gateway.testing import KsefHarness
-from ksef_gateway.wiring import Gateway
-from ksef_sim.domain.seed import random_nip
-from ksef_sim.records import StoredInvoice
-from ksef_sim.settings import RateLimitMode, SimSettings
-from ksef_sim.testing import RunningSim, serve
-from platform_common.settings import DatabaseSettings, MessagingSettings
-from platform_common.testing import wait_until
-from platform_common.testing.auth import FakeClock, TokenFactory, open_clients
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[RunningSim]:
-    def settings(port: int) -> SimSettings:
-        return SimSettings(
-            database_path=tmp_path / "ksef-sim.sqlite3",
-            public_base_url=f"http://127.0.0.1:{port}",
-            rate_limits=RateLimitMode.OFF,
-            invoice_processing_delay_s=0.3,  # KSeF decides asynchronously: the status is polled
-            permanent_storage_delay_s=0,
-            permanent_storage_jitter_s=0,
-            export_processing_delay_s=0,
-            random_seed=15,
-        )
-
-    with serve(settings) as running:
-        yield running
-
-
-@dataclass
-class Hub:
-    api: httpx.AsyncClient
-    gateway: Gateway
-    nip: str
-    sender: dict[str, str]
-    reader: dict[str, str]
-    sim: RunningSim
-    manager: str
-
-    def accepted_in_sim(self) -> list[StoredInvoice]:
-        return [i for i in self.sim.sim.store.all(StoredInvoice) if i.seller_nip == self.nip]
-
-    async def submit(self, body: bytes | dict[str, Any], *, key: str | None = None) -> httpx.Response:
-        headers = dict(self.sender)
-        if key is not None:
-            headers["Idempotency-Key"] = key
-        if isinstance(body, dict):
-            return await self.api.post(f"/clients/{self.nip}/sales", json=body, headers=headers)
-        headers["Content-Type"] = "application/xml"
-        return await self.api.post(f"/clients/{self.nip}/sales", content=body, headers=headers)
-
-    async def final(self, invoice_id: str) -> dict[str, Any]:
-        async def done() -> dict[str, Any] | None:
-            r = await self.api.get(f"/clients/{self.nip}/sales/{invoice_id}", headers=self.reader)
-            assert r.status_code == 200, r.text
-            return r.json() if SalesStatus(r.json()["status"]).final else None
-
-        return await wait_until(done, timeout=30, interval=0.05, what=f"sales invoice {invoice_id} decided")
-
-    async def events(self, topic: str) -> list[dict[str, Any]]:
-        outbox = messaging_tables.outbox
-        async with self.gateway.runtime.db.sessionmaker() as session:
-            rows = (await session.execute(select(outbox.c.payload).where(outbox.c.topic == topic))).all()
-        envelopes = [json.loads(r.payload) for r in rows]
-        return [e["payload"] for e in envelopes if e.get("client_nip") == self.nip]
-
-
-@pytest.fixture
-async def hub(sim: RunningSim, db_url: str, tmp_path: Path) -> AsyncIterator[Hub]:
-    nip = random_nip(Random(uuid.uuid4().int))
-    tokens = TokenFactory(clock=FakeClock(datetime.now(UTC)))
-    settings = GatewaySettings(
-        db=DatabaseSettings(url=SecretStr(db_url)),
-        messaging=MessagingSettings(transport="inprocess"),
-        auth=tokens.settings(),
-        ksef=KsefSettings(sim_base_url=sim.api_url, auth_poll_interval_s=0.02, replica_id="sales"),
-        vault=VaultSettings(master_keys={"k1": SecretStr(base64.b64encode(os.urandom(32)).decode())}),
-        sync=SyncSettings(enabled=False),
-        sales=SalesSettings(tick_interval_s=0.2, poll_first_s=0.05, poll_max_s=0.5),
-        data_dir=tmp_path,
-    )
-    app = create_app(settings, migrate_on_start=True)
-    authenticator = app.state.authenticator
-    authenticator.clock, authenticator.transport = tokens.clock, tokens.transport()
-    async with LifespanManager(app) as manager, httpx.AsyncClient(timeout=30) as http:
-        await open_clients(app, nip)
-        gateway = Gateway.of(app.state.runtime)
-        token = await KsefHarness(sim.root_url, http).create_ksef_token(nip)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://gateway", timeout=30
-        ) as api:
-            manage = {"Authorization": f"Bearer {tokens.mint(perms=['ksef.credentials.manage'], nips=[nip])}"}
-            r = await api.put(f"/clients/{nip}/credential", json={"kind": "ksef_token", "token": token}, headers=manage)
-            assert r.status_code == 201, r.text
-            await wait_until(lambda: _leased(gateway, nip), timeout=30, what="the context's lease")
-            yield Hub(
-                api=api,
-                gateway=gateway,
-                nip=nip,
-                sender={"Authorization": f"Bearer {tokens.mint(perms=['ksef.send', 'ksef.read'], nips=[nip])}"},
-                reader={"Authorization": f"Bearer {tokens.mint(perms=['ksef.read'], nips=[nip])}"},
-                sim=sim,
-                manager=manage["Authorization"],
-            )
-
-
-async def _leased(gateway: Gateway, nip: str) -> bool:
-    return gateway.leases.holds(nip) or await gateway.leases.try_acquire(nip)
-
-
-def invoice(nip: str, number: str, *, issue_date: date | None = None, price: str = "100.00") -> dict[str, Any]:
-    return {
-        "number": number,
-        "issue_date": (issue_date or datetime.now(UTC).date()).isoformat(),
-        "seller": {"nip": nip, "name": "Piekarnia Testowa Sp. z o.o.", "address": {"line1": "ul. Chlebowa 1"}},
-        "buyer": {
-            "nip": "5260250274",
-            "name": "Hurtownia Odbiorca S.A.",
-            "address": {"line1": "ul. Handlowa 2", "line2": "00-950 Warszawa"},
-        },
-        "lines": [
-            {"name": "Chleb żytni", "unit": "szt.", "quantity": "10", "unit_net_price": price, "rate": "5"},
-            {"name": "Usługa dostawy", "quantity": "1", "unit_net_price": "50.00", "rate": "23"},
-        ],
-    }
-
-
-def fa3(nip: str, number: str, **kwargs: Any) -> bytes:
-    return render_fa3(SalesInvoiceIn.model_validate(invoice(nip, number, **kwargs)), generated_at=datetime.now(UTC))
 
 
 async def test_an_invoice_is_accepted_with_its_ksef_number_upo_and_events(hub: Hub) -> None:
-    xml = fa3(hub.nip, "FV/1/2026")
+    xml = hub.fa3("FV/1/2026")
     r = await hub.submit(xml)
     assert r.status_code == 202, r.text
     submitted = r.json()
@@ -200,7 +50,7 @@ async def test_an_invoice_is_accepted_with_its_ksef_number_upo_and_events(hub: H
 
 
 async def test_a_json_invoice_is_rendered_to_fa3_and_sent_like_xml(hub: Hub) -> None:
-    r = await hub.submit(invoice(hub.nip, "FV/J/1"))
+    r = await hub.submit(hub.invoice("FV/J/1"))
     assert r.status_code == 202, r.text
     assert r.json()["source"] == "json" and r.json()["invoice_number"] == "FV/J/1"
     done = await hub.final(r.json()["id"])
@@ -211,19 +61,19 @@ async def test_a_json_invoice_is_rendered_to_fa3_and_sent_like_xml(hub: Hub) -> 
 
 
 async def test_an_idempotency_key_answers_a_repeat_with_the_first_result_and_refuses_another_body(hub: Hub) -> None:
-    xml = fa3(hub.nip, "FV/2/2026")
+    xml = hub.fa3("FV/2/2026")
     first = await hub.submit(xml, key="erp-42")
     again = await hub.submit(xml, key="erp-42")
     assert first.status_code == 202 and again.status_code == 200
     assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
-    other = await hub.submit(fa3(hub.nip, "FV/3/2026"), key="erp-42")
+    other = await hub.submit(hub.fa3("FV/3/2026"), key="erp-42")
     assert other.status_code == 409 and other.json()["type"].endswith("/idempotency-key-reused"), other.text
     await hub.final(first.json()["id"])
     assert len(hub.accepted_in_sim()) == 1
 
 
 async def test_concurrent_submissions_with_repeated_keys_reach_ksef_once_each(hub: Hub) -> None:
-    bodies = {f"k{i}": fa3(hub.nip, f"FV/C/{i}") for i in range(20)}
+    bodies = {f"k{i}": hub.fa3(f"FV/C/{i}") for i in range(20)}
     # Every key three times at once, the copies interleaved.
     attempts = [(key, body) for _ in range(3) for key, body in bodies.items()]
     responses = await asyncio.gather(*(hub.submit(body, key=key) for key, body in attempts))
@@ -241,7 +91,7 @@ async def test_concurrent_submissions_with_repeated_keys_reach_ksef_once_each(hu
 async def test_a_duplicate_resolves_to_the_original_and_a_different_document_under_its_number_is_refused(
     hub: Hub,
 ) -> None:
-    xml = fa3(hub.nip, "FV/D/1")
+    xml = hub.fa3("FV/D/1")
     original = await hub.final((await hub.submit(xml)).json()["id"])
     assert original["status"] == "accepted"
 
@@ -251,7 +101,7 @@ async def test_a_duplicate_resolves_to_the_original_and_a_different_document_und
     upo = await hub.api.get(f"/clients/{hub.nip}/sales/{repeat['id']}/upo", headers=hub.reader)
     assert upo.status_code == 200 and original["ksef_number"].encode() in upo.content
 
-    conflict = await hub.final((await hub.submit(fa3(hub.nip, "FV/D/1", price="99.00"))).json()["id"])
+    conflict = await hub.final((await hub.submit(hub.fa3("FV/D/1", price="99.00"))).json()["id"])
     assert conflict["status"] == "rejected" and conflict["ksef_code"] == 440
     assert conflict["ksef_number"] is None and conflict["error"]["original_ksef_number"] == original["ksef_number"]
     assert len(hub.accepted_in_sim()) == 1
@@ -261,7 +111,7 @@ async def test_a_duplicate_resolves_to_the_original_and_a_different_document_und
 
 async def test_ksef_refusals_carry_its_code_and_message(hub: Hub) -> None:
     tomorrow = datetime.now(UTC).date() + timedelta(days=2)
-    refused = await hub.final((await hub.submit(fa3(hub.nip, "FV/R/1", issue_date=tomorrow))).json()["id"])
+    refused = await hub.final((await hub.submit(hub.fa3("FV/R/1", issue_date=tomorrow))).json()["id"])
     assert refused["status"] == "rejected" and refused["ksef_code"] == 450, refused
     assert refused["error"]["description"] == "Błąd weryfikacji semantyki dokumentu faktury"
     assert any("P_1" in detail for detail in refused["error"]["details"]), refused["error"]
@@ -272,7 +122,7 @@ async def test_ksef_refusals_carry_its_code_and_message(hub: Hub) -> None:
 
 
 async def test_bad_submissions_are_refused_before_anything_is_queued(hub: Hub) -> None:
-    broken = fa3(hub.nip, "FV/B/1").replace(b"<P_2>", b"<P_2x>", 1).replace(b"</P_2>", b"</P_2x>", 1)
+    broken = hub.fa3("FV/B/1").replace(b"<P_2>", b"<P_2x>", 1).replace(b"</P_2>", b"</P_2x>", 1)
     r = await hub.submit(broken)
     assert r.status_code == 422 and r.json()["type"].endswith("/invalid-fa3"), r.text
     assert all(e["line"] > 0 and e["message"] for e in r.json()["errors"])
@@ -280,7 +130,7 @@ async def test_bad_submissions_are_refused_before_anything_is_queued(hub: Hub) -
     r = await hub.submit(b"<Faktura><unclosed></Faktura>")
     assert r.status_code == 422 and r.json()["errors"][0]["line"] == 1
 
-    bad = invoice(hub.nip, "FV/B/2")
+    bad = hub.invoice("FV/B/2")
     bad["seller"]["nip"] = "1234567890"  # checksum
     bad["lines"] = []
     r = await hub.submit(bad)
@@ -288,14 +138,14 @@ async def test_bad_submissions_are_refused_before_anything_is_queued(hub: Hub) -
     fields = {e["field"] for e in r.json()["errors"]}
     assert "seller.nip" in fields and "lines" in fields
 
-    r = await hub.submit(fa3("5260250274", "FV/B/3"))  # someone else's sale
+    r = await hub.submit(hub.fa3("FV/B/3", nip="5260250274"))  # someone else's sale
     assert r.status_code == 422 and r.json()["type"].endswith("/seller-not-client")
 
     plain = hub.sender | {"Content-Type": "text/plain"}
     r = await hub.api.post(f"/clients/{hub.nip}/sales", content=b"x", headers=plain)
     assert r.status_code == 415
 
-    r = await hub.api.post(f"/clients/{hub.nip}/sales", content=fa3(hub.nip, "FV/B/4"), headers=hub.reader)
+    r = await hub.api.post(f"/clients/{hub.nip}/sales", content=hub.fa3("FV/B/4"), headers=hub.reader)
     assert r.status_code == 403  # reading is not sending
     listed = await hub.api.get(f"/clients/{hub.nip}/sales", headers=hub.reader)
     assert listed.json()["items"] == []
@@ -305,7 +155,7 @@ async def test_a_send_interrupted_after_ksef_received_it_is_reconciled_not_sent_
     """As after a SIGKILL between the POST and storing its answer: the row says ``sending``, KSeF holds the
     invoice. Another row died before its POST left: KSeF has nothing. Each ends accepted exactly once."""
     await hub.gateway.sales_sender.stop()
-    xml_sent, xml_lost = fa3(hub.nip, "FV/K/1"), fa3(hub.nip, "FV/K/2")
+    xml_sent, xml_lost = hub.fa3("FV/K/1"), hub.fa3("FV/K/2")
     sent_id = (await hub.submit(xml_sent)).json()["id"]
     lost_id = (await hub.submit(xml_lost)).json()["id"]
     online = await hub.gateway.online_sessions.acquire(hub.nip, FA3)
@@ -329,48 +179,15 @@ async def test_a_send_interrupted_after_ksef_received_it_is_reconciled_not_sent_
     assert hashes == sorted([sha256_b64(xml_sent), sha256_b64(xml_lost)])  # each once
 
 
-def offline_certificate(nip: str) -> tuple[str, str, x509.Certificate]:
-    """A KSeF-like Offline certificate: EC P-256, a 64-bit serial, key usage nonRepudiation (REFERENCE.md §11)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Offline {nip}")])
-    now = datetime.now(UTC)
-    usage = x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=True,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(Random(nip).getrandbits(63) | 1)
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .add_extension(usage, critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return certificate.public_bytes(serialization.Encoding.PEM).decode(), key_pem, certificate
-
-
 async def test_an_offline24_invoice_gets_kod_ii_and_its_deadline_and_is_sent_in_offline_mode(hub: Hub) -> None:
-    xml = fa3(hub.nip, "FV/OFF/1")
+    xml = hub.fa3("FV/OFF/1")
     path = f"/clients/{hub.nip}/sales"
     refused = await hub.api.post(
         path, params={"offline": "offline24"}, content=xml, headers=hub.sender | {"Content-Type": "application/xml"}
     )
     assert refused.status_code == 422 and refused.json()["type"].endswith("/no-offline-certificate"), refused.text
 
-    cert_pem, key_pem, certificate = offline_certificate(hub.nip)
+    cert_pem, key_pem, certificate = hub.offline_certificate()
     manage = hub.sender | {"Authorization": hub.manager}
     r = await hub.api.put(
         f"/clients/{hub.nip}/offline-certificate",
@@ -400,7 +217,7 @@ async def test_an_offline24_invoice_gets_kod_ii_and_its_deadline_and_is_sent_in_
     assert stored.invoicing_mode == "Offline"
     (sent,) = await hub.events("invoice.sent")
     assert sent["mode"] == "offline"
-    online = (await hub.submit(fa3(hub.nip, "FV/ON/1"))).json()
+    online = (await hub.submit(hub.fa3("FV/ON/1"))).json()
     assert online["kod_ii_url"] is None
     none = await hub.api.get(f"{path}/{online['id']}/kod-ii.png", headers=hub.reader)
     assert none.status_code == 404
