@@ -106,7 +106,7 @@ async def _decided_sales(client: httpx.AsyncClient, headers: dict[str, str]) -> 
     assert page.status_code == 200, page.text
     items: list[dict[str, Any]] = page.json()["items"]
     final = {"accepted", "duplicate", "rejected", "held"}  # held waits for a person or the monthly backfill
-    return items if len(items) == 5 and all(i["status"] in final for i in items) else None
+    return items if len(items) == 6 and all(i["status"] in final for i in items) else None
 
 
 def _sim(app: FastAPI) -> Sim:
@@ -178,19 +178,26 @@ async def test_demo_client_invoices_arrive_through_the_gateway_and_survive_a_res
             ("FV/DEMO/1", "duplicate"),
             ("FV/DEMO/2", "accepted"),
             ("FV/DEMO/3", "rejected"),
+            ("FV/DEMO/4", "accepted"),
             ("PRO/DEMO/1", "held"),
         ]
+        offline = by_number[("FV/DEMO/4", "accepted")]
+        assert offline["offline_mode"] == "offline24" and offline["offline_deadline"] and offline["kod_ii_url"]
         assert by_number[("PRO/DEMO/1", "held")]["held_by_rule"] == "series:PRO/*"
         first = by_number[("FV/DEMO/1", "accepted")]
         assert by_number[("FV/DEMO/1", "duplicate")]["ksef_number"] == first["ksef_number"]
         assert by_number[("FV/DEMO/3", "rejected")]["ksef_code"] == 450
         sent = {i.ksef_number for i in sim.store.all(StoredInvoice) if i.seller_nip == ACTIVE_NIP}
-        assert sent == {first["ksef_number"], by_number[("FV/DEMO/2", "accepted")]["ksef_number"]}
+        assert sent == {
+            first["ksef_number"],
+            by_number[("FV/DEMO/2", "accepted")]["ksef_number"],
+            offline["ksef_number"],
+        }
 
         tokens_before = len(sim.store.all(KsefToken))
         invoices_before = len(sim.store.all(StoredInvoice))
         assert tokens_before == len(DEMO_CLIENTS)
-        assert invoices_before == sum(SEEDED.values()) + 1 + 2
+        assert invoices_before == sum(SEEDED.values()) + 1 + 3
 
     # A restart on the same data folder seeds nothing, issues no token, keeps the credential and stores no duplicate.
     async with hub() as (app, client):
@@ -204,4 +211,4 @@ async def test_demo_client_invoices_arrive_through_the_gateway_and_survive_a_res
         again = await _all_invoices(client, ACTIVE_NIP, admin)
         assert sorted(i["ksef_number"] for i in again) == sorted(in_ksef)
         await app.state.demo_sales  # submits nothing again: its keys are known
-        assert len((await client.get(f"/gateway/clients/{ACTIVE_NIP}/sales", headers=admin)).json()["items"]) == 5
+        assert len((await client.get(f"/gateway/clients/{ACTIVE_NIP}/sales", headers=admin)).json()["items"]) == 6

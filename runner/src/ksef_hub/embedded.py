@@ -351,7 +351,7 @@ async def _demo_sales(ksef: asyncio.Task[None], gateway: Gateway) -> None:
     await ksef
     name, nip = auth_svc.demo.CLIENT_ACTIVE
     try:
-        await ksef_gateway.sales.demo.ensure_demo_sales(gateway.sales, nip, name)
+        await ksef_gateway.sales.demo.ensure_demo_sales(gateway.sales, nip, name, gateway.offline_certificates)
     except asyncio.CancelledError:
         raise
     except Exception:
