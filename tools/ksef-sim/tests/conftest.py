@@ -31,10 +31,13 @@ ALL_PERMISSIONS = frozenset(
 
 @pytest.fixture
 def sim_settings() -> SimSettings:
+    # No processing delays: most tests freeze the clock and look at final states; the tests of a delay set it.
     return SimSettings(
         database_path=None,
         public_base_url="https://ksef-sim.test",
         rate_limits=RateLimitMode.OFF,
+        auth_processing_delay_s=0,
+        batch_processing_delay_s=0,
         permanent_storage_delay_s=0,
         permanent_storage_jitter_s=0,
         random_seed=1234,

@@ -26,6 +26,10 @@ class KsefSettings(BaseModel):
     # The environment new credentials use unless they name one; the embedded mode talks to its simulator.
     environment: Environment = Environment.SIM
     sim_base_url: str = "http://127.0.0.1:8000/ksef-sim/v2"
+    # The CA certificates (PEM) a UPO's XAdES signature must chain to; a UPO that does not verify is not stored as
+    # a receipt. Unset for the simulator: its CA is read from the simulator (GET /_sim/trust/upo-ca.pem). The
+    # official environments need the Ministry's UPO signing CA here.
+    upo_trust_anchors_pem: str | None = None
     # Names this replica in context leases and in the User-Agent KSeF sees (both must differ per replica).
     replica_id: str = Field(default_factory=_default_replica_id, min_length=1, max_length=200)
 
@@ -263,6 +267,12 @@ class SalesSettings(BaseModel):
     )
     poll_first_s: float = Field(default=0.2, gt=0, description="First look at an invoice's status after sending.")
     poll_max_s: float = Field(default=10.0, gt=0, description="Longest pause between two looks at one invoice.")
+    batch_threshold: int = Field(
+        default=100,
+        ge=2,
+        description="A client context with at least this many queued invoices due at once sends them in a KSeF batch "
+        "session (REFERENCE.md §5) instead of one by one through its online session (sales/batch.py).",
+    )
     deadline_warn_before_h: float = Field(
         default=24.0, ge=0, description="An offline invoice's deadline alert fires this long before its last day ends."
     )

@@ -12,6 +12,7 @@ import weakref
 from datetime import timedelta
 
 import httpx
+from cryptography import x509
 
 from ksef_gateway.budget.service import Budget, RateBudget
 from ksef_gateway.communication.service import CommunicationLog
@@ -19,7 +20,7 @@ from ksef_gateway.delegation.checker import DelegationChecker
 from ksef_gateway.delegation.service import DelegatingCredentials, Delegation, SyncContexts
 from ksef_gateway.ksef import KsefClients
 from ksef_gateway.ksef.client import GATEWAY_PRODUCT
-from ksef_gateway.ksef.environments import base_url
+from ksef_gateway.ksef.environments import Environment, base_url
 from ksef_gateway.outages.latarnia import HttpLatarnia, latarnia_url
 from ksef_gateway.outages.monitor import AvailabilityMonitor
 from ksef_gateway.outages.service import Availability
@@ -31,6 +32,7 @@ from ksef_gateway.sales.periodic import SalesPeriodic
 from ksef_gateway.sales.qr import qr_base_url
 from ksef_gateway.sales.sender import SalesSender
 from ksef_gateway.sales.service import SalesInvoices
+from ksef_gateway.sales.upo import load_trust_anchors
 from ksef_gateway.sessions.service import OnlineSessions, SessionManager
 from ksef_gateway.settings import GatewaySettings
 from ksef_gateway.sync.engine import SyncEngine
@@ -138,6 +140,7 @@ class Gateway:
             interval_s=outages.check_interval_s,
         )
         sales = self.settings.sales
+        self._upo_anchors: list[x509.Certificate] | None = None
         self.offline_certificates = OfflineCertificates(runtime.db, keyring)
         self.sales = SalesInvoices(
             runtime.db,
@@ -160,6 +163,7 @@ class Gateway:
             wake=self.sales.queued,
             paused=lambda: self.availability.down,
             report=self.availability.report,
+            upo_trust=self._upo_trust,
             tick_s=sales.tick_interval_s,
             max_contexts=sales.max_contexts,
             # SQLite takes one writer at a time: parallel steps of one context would only queue on its lock.
@@ -201,6 +205,25 @@ class Gateway:
         if isinstance(self.budget, RateBudget):
             await self.budget.aclose()  # its wake-up timers; nothing takes a slot any more
         await self.http.aclose()
+
+    async def _upo_trust(self) -> list[x509.Certificate]:
+        """The UPO trust anchors: configured, or for the simulator its published CA (read once it answers)."""
+        if self._upo_anchors is None:
+            ksef = self.settings.ksef
+            if ksef.upo_trust_anchors_pem:
+                self._upo_anchors = load_trust_anchors(ksef.upo_trust_anchors_pem.encode())
+            elif ksef.environment is Environment.SIM:
+                root = latarnia_url(Environment.SIM, ksef.sim_base_url)
+                try:
+                    response = await self.http.get(f"{root}/_sim/trust/upo-ca.pem", timeout=10.0)
+                except httpx.HTTPError:
+                    return []
+                if response.status_code != 200:
+                    return []
+                self._upo_anchors = load_trust_anchors(response.content)
+            else:
+                self._upo_anchors = []
+        return self._upo_anchors
 
     async def _probe_ksef(self) -> bool:
         """Does KSeF answer? Its public-key list is public and cheap; any answer below 500 means it is up."""

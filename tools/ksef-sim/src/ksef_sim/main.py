@@ -1,5 +1,5 @@
-"""The KSeF 2.0 simulator app: ``/v2`` like the real hosts, ``/_sim`` for the operator, ``/status`` and ``/messages``
-like Latarnia, ``/storage`` for pre-signed links."""
+"""The KSeF 2.0 simulator app: ``/v2`` like the real hosts, ``/_sim`` for the operator (and its public
+``/_sim/trust``), ``/status`` and ``/messages`` like Latarnia, ``/storage`` for pre-signed links."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ksef_sim.api import (
     storage,
     testdata,
     tokens,
+    trust,
 )
 from ksef_sim.api.sessions_batch import MAX_ENCRYPTED_PART
 from ksef_sim.api.sessions_online import MB
@@ -79,6 +80,7 @@ def create_app(settings: SimSettings | None = None) -> FastAPI:
     app.include_router(v2)
     app.include_router(storage.router)
     app.include_router(latarnia.router)
+    app.include_router(trust.router, prefix="/_sim")
     app.include_router(operator.router, prefix="/_sim")
 
     @app.get("/healthz", include_in_schema=False)

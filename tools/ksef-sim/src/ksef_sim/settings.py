@@ -40,9 +40,16 @@ class SimSettings(BaseSettings):
     presigned_url_ttl_s: int = Field(default=3600, gt=0)
     async_status_retention_s: int = Field(default=7 * 24 * 3600, gt=0)
 
-    # Time from receipt to a final invoice status, and the permanent-storage lag (acquisition → permanent storage)
-    # with the indexing lag on top of it that makes ``permanentStorageHwmDate`` trail the newest records.
+    # Time from the auth submit (KSeF token or XAdES) until ``GET /auth/{ref}`` leaves 100 for the decided outcome;
+    # TEST answers within a fraction of a second (REFERENCE.md §3.5), DEMO/PROD can take longer (OCSP/CRL checks).
+    auth_processing_delay_s: float = Field(default=0.2, ge=0)
+    # Time from receipt to a final invoice status in an online session, and the permanent-storage lag (acquisition →
+    # permanent storage) with the indexing lag on top of it that makes ``permanentStorageHwmDate`` trail the newest
+    # records.
     invoice_processing_delay_s: float = Field(default=0.0, ge=0)
+    # Time a closed batch session stays at 150 before its package is processed and its invoices are final (§5): even
+    # a small package is never processed at the instant of close.
+    batch_processing_delay_s: float = Field(default=1.0, ge=0)
     permanent_storage_delay_s: float = Field(default=2.0, ge=0)
     permanent_storage_jitter_s: float = Field(default=3.0, ge=0)
     export_processing_delay_s: float = Field(default=0.0, ge=0)

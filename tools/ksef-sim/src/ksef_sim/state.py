@@ -30,6 +30,8 @@ class Faults:
     stuck_exports: bool = False  # new exports stay at status 100 until cleared
     outage_kind: str = "FAILURE"  # FAILURE | TOTAL_FAILURE | MAINTENANCE: what Latarnia reports during the outage
     outage_retry_after_s: int = 60  # the Retry-After of the outage's 503 answers
+    # Sessions opened while set get a key taken as undecryptable: 201, then status 415 (REFERENCE.md §4).
+    refuse_session_keys: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class Faults:
             "stuckExports": self.stuck_exports,
             "kind": self.outage_kind,
             "retryAfterSeconds": self.outage_retry_after_s,
+            "refuseSessionKeys": self.refuse_session_keys,
         }
 
 

@@ -20,7 +20,9 @@ from ksef_sim.domain.auth import KsefToken
 from ksef_sim.domain.xades import ORGANIZATION_IDENTIFIER, build_auth_request, sign_enveloped
 from ksef_sim.refs import REFERENCE_NUMBER_RE, has_valid_checksum
 from ksef_sim.security import ACCESS_TOKEN, REFRESH_TOKEN, Identifier
+from ksef_sim.settings import SimSettings
 from ksef_sim.state import Sim
+from platform_common.testing import wait_until
 
 NIP = "5265877635"
 OTHER_NIP = "7762811692"
@@ -642,3 +644,73 @@ async def test_an_office_certificate_works_in_a_client_context_only_while_the_en
     assert refreshed.status_code == 200, refreshed.text
     forbidden = await client.get(missing, headers=bearer(refreshed.json()["accessToken"]["token"]))
     assert forbidden.status_code == 403 and forbidden.json()["reasonCode"] == "missing-permissions"
+
+
+# --- asynchronous outcome (§3.5) -------------------------------------------------------------------------------
+
+
+async def test_status_is_in_progress_until_the_processing_delay_passes(
+    client: httpx.AsyncClient, sim: Sim, mint_access: Callable[..., str]
+) -> None:
+    sim.settings.auth_processing_delay_s = 5
+    sim.clock.set(sim.clock.now(), frozen=True)
+    created = await create_token(client, mint_access(NIP))
+    init = (await submit_token(client, created["token"])).json()
+
+    status = await status_of(client, init)
+    assert status["status"] == {"code": 100, "description": "Uwierzytelnianie w toku"}
+    assert status["isTokenRedeemed"] is False
+    # §3.6: redeeming before the status is 200 is 21301, and it does not use up the one redeem.
+    early = await redeem(client, init)
+    assert early.status_code == 400 and error_codes(early) == [21301]
+
+    sim.clock.advance(4.9)
+    assert (await status_of(client, init))["status"]["code"] == 100
+    sim.clock.advance(0.1)
+    assert (await status_of(client, init))["status"]["code"] == 200
+    assert (await redeem(client, init)).status_code == 200
+
+
+async def test_a_failed_authentication_is_also_shown_only_after_the_delay(client: httpx.AsyncClient, sim: Sim) -> None:
+    sim.settings.auth_processing_delay_s = 2
+    sim.clock.set(sim.clock.now(), frozen=True)
+    init = (await submit_xades(client, person_cert(valid_days=-1))).json()
+    assert (await status_of(client, init))["status"]["code"] == 100
+    sim.clock.advance(2)
+    status = await status_of(client, init)
+    assert status["status"]["code"] == 460 and status["status"]["details"] == ["Nieważny certyfikat"]
+
+
+async def test_what_changes_while_it_is_processed_decides_the_outcome(client: httpx.AsyncClient, sim: Sim) -> None:
+    # The credential is fine at submit; the context is blocked before KSeF finishes, so the outcome is 480.
+    sim.settings.auth_processing_delay_s = 3
+    sim.clock.set(sim.clock.now(), frozen=True)
+    init = (await submit_xades(client, person_cert())).json()
+    assert (await status_of(client, init))["status"]["code"] == 100
+    blocked = await client.post("/testdata/context/block", json={"contextIdentifier": {"type": "Nip", "value": NIP}})
+    assert blocked.status_code == 200, blocked.text
+    sim.clock.advance(3)
+    assert (await status_of(client, init))["status"]["code"] == 480
+    refused = await redeem(client, init)
+    assert refused.status_code == 400 and error_codes(refused) == [21301]
+
+
+async def test_default_delay_on_a_running_clock_ends_in_200(
+    client: httpx.AsyncClient, sim: Sim, mint_access: Callable[..., str]
+) -> None:
+    # What a polling client sees with the TEST-like default: first 100, then 200 once the delay has passed.
+    sim.settings.auth_processing_delay_s = SimSettings.model_fields["auth_processing_delay_s"].default
+    assert sim.settings.auth_processing_delay_s > 0
+    created = await create_token(client, mint_access(NIP))
+    sim.clock.set(sim.clock.now(), frozen=True)
+    init = (await submit_token(client, created["token"])).json()
+    seen: list[int] = [(await status_of(client, init))["status"]["code"]]  # at the submit: the clock is frozen
+    sim.clock.set(sim.clock.now())
+
+    async def decided() -> bool:
+        seen.append((await status_of(client, init))["status"]["code"])
+        return seen[-1] != 100
+
+    await wait_until(decided, timeout=30, what="the authentication to be decided")
+    assert seen[0] == 100 and seen[-1] == 200 and set(seen) == {100, 200}
+    assert (await redeem(client, init)).status_code == 200

@@ -19,7 +19,9 @@ import pytest
 from ksef_sim.crypto import aes_cbc_encrypt, b64, rsa_oaep_encrypt, sha256_b64
 from ksef_sim.domain import upo
 from ksef_sim.records import StoredInvoice
+from ksef_sim.settings import SimSettings
 from ksef_sim.state import Sim
+from platform_common.testing import wait_until
 
 SAMPLES = Path("/work/shared/ksef/samples/invoices")
 WARSAW = ZoneInfo("Europe/Warsaw")
@@ -243,13 +245,43 @@ async def test_never_closed_is_cancelled(client: httpx.AsyncClient, mint_access:
 async def test_processing_takes_the_configured_delay(
     client: httpx.AsyncClient, mint_access: MintAccess, sim: Sim
 ) -> None:
-    sim.settings.invoice_processing_delay_s = 20
+    sim.settings.batch_processing_delay_s = 20
     token = mint_access(NIP)
     batch = Batch(client, token, zip_package({"a.xml": invoice_xml("D/1", today(sim))}), parts=1)
     opened = await batch.open()
     ref = opened.json()["referenceNumber"]
     await batch.upload(opened.json()["partUploadRequests"])
     assert (await batch.close(ref)).status_code == 204
+    processing = await batch.status(ref)
+    assert processing["status"] == {"code": 150, "description": "Trwa przetwarzanie"}
+    assert "upo" not in processing and processing["successfulInvoiceCount"] == 0
+    [pending] = (await client.get(f"/sessions/{ref}/invoices", headers=bearer(token))).json()["invoices"]
+    assert pending["status"]["code"] in (100, 150) and "ksefNumber" not in pending
+    sim.clock.advance(19)
     assert (await batch.status(ref))["status"]["code"] == 150
-    sim.clock.advance(20)
-    assert (await batch.status(ref))["status"]["code"] == 200
+    sim.clock.advance(1)
+    done = await batch.status(ref)
+    assert (done["status"]["code"], done["successfulInvoiceCount"]) == (200, 1) and done["upo"]["pages"]
+
+
+async def test_default_delay_shows_processing_before_success(
+    client: httpx.AsyncClient, mint_access: MintAccess, sim: Sim
+) -> None:
+    # The default (TEST-like) delay, then the clock let run: what a client polling the real service sees.
+    sim.settings.batch_processing_delay_s = SimSettings.model_fields["batch_processing_delay_s"].default
+    assert sim.settings.batch_processing_delay_s > 0
+    token = mint_access(NIP)
+    batch = Batch(client, token, zip_package({"a.xml": invoice_xml("P/1", today(sim))}), parts=1)
+    opened = await batch.open()
+    ref = opened.json()["referenceNumber"]
+    await batch.upload(opened.json()["partUploadRequests"])
+    assert (await batch.close(ref)).status_code == 204
+    seen: list[int] = [(await batch.status(ref))["status"]["code"]]  # at the close: the clock is frozen
+    sim.clock.set(sim.clock.now())
+
+    async def processed() -> bool:
+        seen.append((await batch.status(ref))["status"]["code"])
+        return seen[-1] != 150
+
+    await wait_until(processed, timeout=30, what="the batch session to be processed")
+    assert seen[0] == 150 and seen[-1] == 200 and set(seen) == {150, 200}

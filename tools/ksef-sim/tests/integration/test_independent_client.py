@@ -161,7 +161,7 @@ def self_signed_person(nip: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certi
     return key, certificate
 
 
-def xades_access_token(ksef: KsefClient, nip: str) -> str:
+def xades_access_token(ksef: KsefClient, running: RunningSim, nip: str) -> str:
     """XAdES login of the context's owner: ksef-client builds the request, signxml signs it (XAdES-BES enveloped)."""
     challenge = ksef.auth.get_challenge()
     unsigned = build_auth_token_request_xml(
@@ -176,14 +176,20 @@ def xades_access_token(ksef: KsefClient, nip: str) -> str:
     init = ksef.auth.submit_xades_auth_request(etree.tostring(signed, xml_declaration=True, encoding="utf-8").decode())
     assert init is not None
     authentication_token = init.authentication_token.token
-    status = ksef.auth.get_auth_status(init.reference_number, authentication_token)
+    # KSeF decides asynchronously: 100 until the simulator's auth processing delay has passed (§3.5).
+    status = until(
+        running,
+        lambda: ksef.auth.get_auth_status(init.reference_number, authentication_token),
+        lambda s: s.status.code != 100,
+        "XAdES authentication",
+    )
     assert status.status.code == 200, status
     return ksef.auth.redeem_token(authentication_token).access_token.token
 
 
 def ksef_token_access(ksef: KsefClient, running: RunningSim, nip: str) -> str:
     """Create a KSeF token (with an XAdES session), then log in with it through ksef-client's AuthCoordinator."""
-    xades_token = xades_access_token(ksef, nip)
+    xades_token = xades_access_token(ksef, running, nip)
     generated = ksef.tokens.generate_token(
         GenerateTokenRequest(
             description="ksef-client interoperability",

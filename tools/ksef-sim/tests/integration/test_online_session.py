@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Callable
@@ -12,11 +13,14 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from cryptography import x509
 from lxml import etree
+from signxml.xades.xades import XAdESSignatureConfiguration, XAdESVerifier
 
 from ksef_sim.crypto import aes_cbc_encrypt, b64, rsa_oaep_encrypt, sha256_b64
 from ksef_sim.domain import upo
 from ksef_sim.domain.limits import set_context_limits
+from ksef_sim.domain.sessions import Session, SessionInvoice
 from ksef_sim.records import StoredInvoice
 from ksef_sim.refs import KSEF_NUMBER_RE, REFERENCE_NUMBER_RE
 from ksef_sim.security import Identifier
@@ -27,6 +31,8 @@ WARSAW = ZoneInfo("Europe/Warsaw")
 NIP = "5265877635"
 FA3 = {"systemCode": "FA (3)", "schemaVersion": "1-0E", "value": "FA"}
 MintAccess = Callable[..., str]
+DS = "{http://www.w3.org/2000/09/xmldsig#}"
+TRUST_URL = "https://ksef-sim.test/_sim/trust/upo-ca.pem"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -123,6 +129,18 @@ def ksef(client: httpx.AsyncClient, mint_access: MintAccess) -> Client:
     return Client(client, mint_access(NIP))
 
 
+def assert_signed_by(xml: bytes, ca: x509.Certificate, at: datetime) -> None:
+    """An enveloped XAdES signature over the whole UPO, by a certificate ``ca`` issued, valid at ``at``."""
+    root = etree.fromstring(xml)
+    assert root[-1].tag == upo.DS_SIGNATURE
+    der = base64.b64decode(root.findtext(f"{DS}Signature/{DS}KeyInfo/{DS}X509Data/{DS}X509Certificate") or "")
+    certificate = x509.load_der_x509_certificate(der)
+    certificate.verify_directly_issued_by(ca)
+    config = XAdESSignatureConfiguration(location="./", verification_time=at)
+    [whole, *_] = XAdESVerifier().verify(xml, x509_cert=certificate, expect_config=config)
+    assert etree.QName(whole.signed_xml).localname == "Potwierdzenie"
+
+
 async def test_happy_path_ksef_number_metadata_and_upo(ksef: Client, sim: Sim, client: httpx.AsyncClient) -> None:
     ref = await ksef.open()
     xml = invoice_xml(issue_date=today(sim))
@@ -156,6 +174,9 @@ async def test_happy_path_ksef_number_metadata_and_upo(ksef: Client, sim: Sim, c
     assert by_number.content == by_ref.content
     linked = await client.get(status["upoDownloadUrl"])
     assert linked.status_code == 200 and linked.content == by_ref.content
+    assert linked.headers["x-ms-meta-hash"] == sha256_b64(linked.content)
+    [ca] = x509.load_pem_x509_certificates((await client.get(TRUST_URL)).content)
+    assert_signed_by(by_ref.content, ca, sim.clock.now())
 
     # Open session: no UPO yet; close → 200 with a session UPO valid against the XSD.
     assert (await ksef.session(ref))["status"]["code"] == 100
@@ -168,7 +189,14 @@ async def test_happy_path_ksef_number_metadata_and_upo(ksef: Client, sim: Sim, c
     api_upo = await client.get(f"/sessions/{ref}/upo/{page['referenceNumber']}", headers=bearer(ksef.token))
     assert api_upo.status_code == 200 and upo.validate_upo(api_upo.content) == []
     assert api_upo.headers["x-ms-meta-hash"] == sha256_b64(api_upo.content)
-    assert (await client.get(page["downloadUrl"])).content == api_upo.content
+    linked_page = await client.get(page["downloadUrl"])
+    assert linked_page.content == api_upo.content and linked_page.headers["x-ms-meta-hash"] == sha256_b64(
+        api_upo.content
+    )
+    assert_signed_by(api_upo.content, ca, sim.clock.now())
+    # Stored once, signed once: a second download is the same document, signature included.
+    again = await client.get(f"/sessions/{ref}/upo/{page['referenceNumber']}", headers=bearer(ksef.token))
+    assert again.content == api_upo.content
     root = etree.fromstring(api_upo.content)
     assert root.findtext("{*}OpisPotwierdzenia/{*}CalkowitaLiczbaDokumentow") == "1"
 
@@ -417,3 +445,32 @@ async def test_session_invoice_limit_is_21155(ksef: Client, sim: Sim) -> None:
     ref = await ksef.open()
     await ksef.send(ref, invoice_xml("FV/L1", today(sim)))
     assert error_codes(await ksef.send_raw(ref, ksef.body(invoice_xml("FV/L2", today(sim))))) == [21155]
+
+
+async def test_upos_stored_unsigned_by_an_older_simulator_are_served_signed(
+    ksef: Client, sim: Sim, client: httpx.AsyncClient
+) -> None:
+    ref = await ksef.open()
+    invoice_ref = await ksef.send(ref, invoice_xml(issue_date=today(sim)))
+    assert (await ksef.close(ref)).status_code == 204
+    [page] = (await ksef.session(ref))["upo"]["pages"]
+    invoice_upo_url = f"/sessions/{ref}/invoices/{invoice_ref}/upo"
+    assert (await client.get(invoice_upo_url, headers=bearer(ksef.token))).status_code == 200
+    # The state an older simulator left: the same documents, stored without a signature.
+    session = sim.store.get(Session, ref)
+    invoice = sim.store.get(SessionInvoice, invoice_ref)
+    assert session is not None and invoice is not None
+    for blob in (session.upo_pages[0].blob_name, invoice.upo_blob):
+        stored = etree.fromstring(sim.store.get_blob(blob) or b"")
+        stored.remove(stored[-1])
+        sim.store.put_blob(blob, etree.tostring(stored, xml_declaration=True, encoding="utf-8"))
+    session.upo_pages[0].signed = False
+    invoice.upo_signed = False
+    sim.store.put(session)
+    sim.store.put(invoice)
+
+    [again] = (await ksef.session(ref))["upo"]["pages"]
+    assert again["referenceNumber"] == page["referenceNumber"]
+    [ca] = x509.load_pem_x509_certificates((await client.get(TRUST_URL)).content)
+    assert_signed_by((await client.get(again["downloadUrl"])).content, ca, sim.clock.now())
+    assert_signed_by((await client.get(invoice_upo_url, headers=bearer(ksef.token))).content, ca, sim.clock.now())

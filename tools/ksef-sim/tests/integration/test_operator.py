@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ksef_sim.crypto import KSEF_TOKEN_ENCRYPTION, SYMMETRIC_KEY_ENCRYPTION, b64, rsa_oaep_encrypt
+from ksef_sim.crypto import KSEF_TOKEN_ENCRYPTION, SYMMETRIC_KEY_ENCRYPTION, b64, rsa_oaep_encrypt, sha256_b64
 from ksef_sim.records import StoredInvoice
 from ksef_sim.state import Sim
 from ksef_sim.testing import operator_headers
@@ -108,6 +108,7 @@ async def test_put_replaces_the_whole_fault_set(root: httpx.AsyncClient, sim: Si
         "latencyMs": 0,
         "errorRate": 0.0,
         "stuckExports": True,
+        "refuseSessionKeys": False,
         "forced429s": 0,
         "outageSince": None,
     }
@@ -181,6 +182,79 @@ async def test_stuck_exports_stay_at_100_until_the_fault_is_cleared(
     await root.delete("/_sim/faults")
     sim.clock.advance(60)
     assert (await root.get(status_url, headers=headers)).json()["status"]["code"] == 200
+
+
+def _encryption(sim: Sim) -> dict[str, str]:
+    certificate = sim.keys.for_usage(SYMMETRIC_KEY_ENCRYPTION).certificate_der_b64
+    return {
+        "encryptedSymmetricKey": b64(rsa_oaep_encrypt(certificate, os.urandom(32))),
+        "initializationVector": b64(os.urandom(16)),
+    }
+
+
+async def test_refused_session_keys_make_new_sessions_415_until_cleared(
+    root: httpx.AsyncClient, sim: Sim, mint_access: Callable[..., str]
+) -> None:
+    headers = bearer(mint_access(BUYER))
+    fa3 = {"systemCode": "FA (3)", "schemaVersion": "1-0E", "value": "FA"}
+
+    async def open_online() -> str:
+        opened = await root.post(
+            "/v2/sessions/online", json={"formCode": fa3, "encryption": _encryption(sim)}, headers=headers
+        )
+        assert opened.status_code == 201, opened.text  # §4: a bad key is never refused at open
+        return str(opened.json()["referenceNumber"])
+
+    async def status(ref: str) -> int:
+        return int((await root.get(f"/v2/sessions/{ref}", headers=headers)).json()["status"]["code"])
+
+    faults = await root.put("/_sim/faults", json={"refuseSessionKeys": True})
+    assert faults.status_code == 200 and faults.json()["refuseSessionKeys"] is True
+    assert sim.faults.refuse_session_keys is True
+
+    online = await open_online()
+    assert await status(online) == 415
+    # A well-formed send into it (what the key could not decrypt does not matter any more): 400 21180, as §4 says.
+    send = await root.post(
+        f"/v2/sessions/online/{online}/invoices",
+        json={
+            "invoiceHash": b64(os.urandom(32)),
+            "invoiceSize": 100,
+            "encryptedInvoiceHash": b64(os.urandom(32)),
+            "encryptedInvoiceSize": 112,
+            "encryptedInvoiceContent": b64(os.urandom(112)),
+        },
+        headers=headers,
+    )
+    assert send.status_code == 400
+    assert [e["exceptionCode"] for e in send.json()["exception"]["exceptionDetailList"]] == [21180]
+
+    # Batch: the package cannot be decrypted either, which shows once it is processed after close (§5).
+    part = os.urandom(64)
+    package = {"fileSize": 48, "fileHash": b64(os.urandom(32))}
+    batch = await root.post(
+        "/v2/sessions/batch",
+        json={
+            "formCode": fa3,
+            "batchFile": {
+                **package,
+                "fileParts": [{"ordinalNumber": 1, "fileSize": len(part), "fileHash": sha256_b64(part)}],
+            },
+            "encryption": _encryption(sim),
+        },
+        headers=headers,
+    )
+    assert batch.status_code == 201, batch.text
+    batch_ref = batch.json()["referenceNumber"]
+    [upload] = batch.json()["partUploadRequests"]
+    assert (await root.put(upload["url"], content=part, headers=upload["headers"])).status_code == 201
+    assert (await root.post(f"/v2/sessions/batch/{batch_ref}/close", headers=headers)).status_code == 204
+    assert await status(batch_ref) == 415
+
+    # Cleared: new sessions are usable again; those opened under the fault keep their undecryptable key.
+    assert (await root.delete("/_sim/faults")).json()["refuseSessionKeys"] is False
+    assert await status(await open_online()) == 100
+    assert await status(online) == 415
 
 
 @pytest.mark.parametrize(

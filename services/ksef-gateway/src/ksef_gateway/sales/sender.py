@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from cryptography import x509
 from sqlalchemy import Row
 
 from ksef_gateway.budget.service import BudgetUnavailable, CircuitOpen
 from ksef_gateway.ksef.crypto import sha256_b64
 from ksef_gateway.ksef.errors import KsefError
 from ksef_gateway.ksef.models import SentInvoiceStatus
+from ksef_gateway.sales.batch import DEFAULT_THRESHOLD, BatchSending
 from ksef_gateway.sales.domain import (
     DUPLICATE_CODE,
     SESSION_UNUSABLE_CODES,
@@ -32,6 +34,7 @@ from ksef_gateway.sales.domain import (
 )
 from ksef_gateway.sales.ksef import SendingKsef
 from ksef_gateway.sales.repository import SalesRepository
+from ksef_gateway.sales.upo import UpoSignatureError, verify_upo
 from ksef_gateway.sessions.service import ContextNotOwned, NoCredential
 from platform_common.auth.clock import Clock, system_clock
 from platform_common.contracts.invoices import InvoiceSent, SendingMode
@@ -58,11 +61,13 @@ class SalesSender:
         wake: asyncio.Event,
         paused: Callable[[], bool] = lambda: False,
         report: Callable[..., Awaitable[None]] | None = None,
+        upo_trust: Callable[[], Awaitable[Sequence[x509.Certificate]]] | None = None,
         tick_s: float = 1.0,
         max_contexts: int = 16,
         per_context: int = 4,
         poll: PollSchedule = DEFAULT_POLL,
         clock: Clock = system_clock,
+        batch_threshold: int = DEFAULT_THRESHOLD,
     ) -> None:
         self._db = db
         self._outbox = outbox
@@ -71,6 +76,7 @@ class SalesSender:
         self._wake = wake
         self._paused = paused
         self._report = report
+        self._upo_trust_source = upo_trust
         self._tick_s = tick_s
         self._poll = poll
         self.clock = clock
@@ -79,6 +85,10 @@ class SalesSender:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # A queue of ``batch.threshold`` due invoices or more goes out in a batch session (sales/batch.py).
+        self.batch = BatchSending(
+            db, ksef, threshold=batch_threshold, poll=poll, outcome=self._outcome, clock=lambda: self.clock()
+        )
 
     # --- the loop ---------------------------------------------------------------------------------------------
 
@@ -159,6 +169,8 @@ class SalesSender:
             if lost:
                 await self._reconcile(nip, lost)
             await self._each(submitted, lambda row: self._check(nip, row))
+            if queued and await self.batch.send(nip):
+                continue  # the queue went into a batch session: its rows are reconciled once KSeF has processed it
             sent = await self._each(queued, lambda row: self._send(nip, row))
             if not (lost or queued or submitted):
                 return
@@ -256,6 +268,9 @@ class SalesSender:
         )
         return True
 
+    async def _upo_trust(self) -> Sequence[x509.Certificate]:
+        return await self._upo_trust_source() if self._upo_trust_source is not None else ()
+
     async def _outcome(self, error: KsefError | CircuitOpen | None) -> None:
         """What a call tells about KSeF's availability: an answer (even a refusal) means it is up; a 5xx or no
         answer counts towards the circuit that records an UNREACHABLE outage (outages/domain.py)."""
@@ -270,6 +285,7 @@ class SalesSender:
 
     async def _reconcile(self, nip: str, rows: list[Row[Any]] | Any) -> None:
         """``sending`` rows nobody is posting: KSeF holds the invoice (→ submitted) or not (→ queued again)."""
+        rows = await self.batch.settled(nip, rows)  # a batch session KSeF has not processed yet keeps its rows
         listed: dict[str, list[SentInvoiceStatus]] = {}
         for row in rows:
             reference = row.session_reference
@@ -356,7 +372,7 @@ class SalesSender:
         ksef_number: str | None = None,
     ) -> bytes | None:
         try:
-            return await self._ksef.upo(
+            upo = await self._ksef.upo(
                 nip, session_reference, invoice_reference=invoice_reference, ksef_number=ksef_number
             )
         except (KsefError, BudgetUnavailable) as exc:
@@ -364,6 +380,22 @@ class SalesSender:
             log.info("UPO of %s (%s) not yet available: %s", row.id, nip, exc)
             await self._defer(row, SalesStatus.SUBMITTED, 1.0)
             return None
+        try:
+            verify_upo(upo, await self._upo_trust())
+        except UpoSignatureError as exc:
+            # A UPO whose signature does not hold is not a receipt: the invoice stays submitted, the reason is
+            # shown on it, and the UPO is fetched again later (a damaged download heals, a forged one never passes).
+            log.error("UPO of %s (%s) refused: %s", row.id, nip, exc.reason)
+            values: dict[str, Any] = {"next_attempt_at": self.clock() + timedelta(seconds=self._poll.max_s)}
+            async with self._db.sessionmaker() as session, session.begin():
+                repository = SalesRepository(session)
+                values["error"] = {"description": f"UPO signature refused: {exc.reason}", "code": "upo-signature"}
+                if await repository.update(row.id, SalesStatus.SUBMITTED.value, values):
+                    await repository.history(
+                        row.id, SalesStatus.SUBMITTED.value, self.clock(), {"upo_refused": exc.reason}
+                    )
+            return None
+        return upo
 
     # --- transitions --------------------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
 """Authentication (REFERENCE.md §3): challenge → XAdES or KSeF token → status → redeem → refresh → sessions.
 
 Credential problems after the submit is accepted are not HTTP errors: they become the operation's status
-(415/425/450/460/470/480) read through ``GET /auth/{referenceNumber}``. The checks finish at submit time, so the
-first poll already shows the final status (TEST usually does the same within a second).
+(415/425/450/460/470/480) read through ``GET /auth/{referenceNumber}``. Authentication is asynchronous, as on KSeF
+(§3.5, §3.6): for ``auth_processing_delay_s`` (simulator clock) after the submit the status is 100 and a redeem is
+21301, so clients have to poll; with a frozen clock, advance it past the delay. The credential itself is judged at
+submit, the subject's permissions in the context when the processing ends (``domain.auth.settle``).
 
 Routes under ``/auth/…`` with fixed segments are declared before ``GET /auth/{referenceNumber}`` on purpose.
 """
@@ -36,12 +38,12 @@ from ksef_sim.domain.auth import (
     Outcome,
     consume_challenge,
     current_permissions,
-    decide,
     decode_continuation,
     encode_continuation,
     ip_rules,
     ms_since_epoch,
     prune_challenges,
+    settle,
     token_is_revoked,
     truncate_to_ms,
 )
@@ -179,7 +181,7 @@ def _status_info(outcome: Outcome) -> StatusInfo:
     )
 
 
-def _status_response(operation: AuthOperation) -> dict[str, Any]:
+def _status_response(operation: AuthOperation, now: datetime) -> dict[str, Any]:
     method = operation.method
     return {
         "startDate": iso(operation.start_date),
@@ -187,7 +189,7 @@ def _status_response(operation: AuthOperation) -> dict[str, Any]:
         "authenticationMethodInfo": AuthenticationMethodInfo(
             category=method.category, code=method.code, displayName=method.display_name
         ),
-        "status": _status_info(operation.status()),
+        "status": _status_info(operation.status(now)),
         "isTokenRedeemed": operation.redeemed_at is not None,
         "lastTokenRefreshDate": iso(operation.last_token_refresh_date) if operation.last_token_refresh_date else None,
         "refreshTokenValidUntil": (
@@ -196,9 +198,18 @@ def _status_response(operation: AuthOperation) -> dict[str, Any]:
     }
 
 
-def _start(sim: Sim, operation: AuthOperation, outcome: Outcome, now: datetime) -> AuthenticationInitResponse:
-    operation.status_code = outcome.code
-    operation.status_details = list(outcome.details)
+def _start(
+    sim: Sim, operation: AuthOperation, outcome: Outcome | None, now: datetime, *, limit: list[str] | None = None
+) -> AuthenticationInitResponse:
+    """Store the operation and answer 202. ``outcome`` ``None``: the credential checked out, and the permissions
+    (at most ``limit``) are judged when the processing ends (``settle``)."""
+    if outcome is None:
+        operation.awaiting_permissions = True
+        operation.permission_limit = limit
+    else:
+        operation.status_code = outcome.code
+        operation.status_details = list(outcome.details)
+    operation.decided_at = now + timedelta(seconds=sim.settings.auth_processing_delay_s)
     sim.store.put(operation)
     token, valid_until = sim.tokens.encode(
         {
@@ -220,6 +231,7 @@ def _operation(sim: Sim, reference: str) -> AuthOperation:
     operation = sim.store.get(AuthOperation, reference)
     if operation is None:
         raise KsefError(21304, f"Operacja uwierzytelniania o numerze referencyjnym {reference} nie została znaleziona.")
+    settle(sim.store, operation, sim.clock.now())
     return operation
 
 
@@ -307,9 +319,8 @@ async def ksef_token(request: Request, body: InitTokenAuthenticationRequest) -> 
     sim.store.put(token)
     operation.subject = token.author
     operation.ksef_token_reference = token.reference_number
-    # The token's permissions ∩ what its author holds in the context right now (REFERENCE.md §16).
-    outcome, _ = decide(sim.store, token.author.identifier(), context, now, frozenset(token.permissions))
-    return _start(sim, operation, outcome, now)
+    # The token's permissions ∩ what its author holds in the context when processing ends (REFERENCE.md §16).
+    return _start(sim, operation, None, now, limit=list(token.permissions))
 
 
 @router.post("/auth/xades-signature", status_code=202, dependencies=[Depends(public())])
@@ -350,6 +361,7 @@ async def xades_signature(
         user_agent=request.headers.get("user-agent", ""),
         allowed_ips=list(signed.allowed_ips),
     )
+    outcome: Outcome | None = None
     if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
         outcome = Outcome(460, (CERT_INVALID,))
     elif internal is not None and internal.status(now) is not CertificateStatus.ACTIVE:
@@ -358,11 +370,9 @@ async def xades_signature(
         # Only KSeF certificates chain to a CA the simulator knows; TEST's qualified-trust check fails the same
         # way for self-signed certificates.
         outcome = Outcome(460, (CERT_UNTRUSTED,))
-    else:
-        outcome, _ = decide(sim.store, subject, signed.context, now, None)
-        if internal is not None:
-            internal.last_use_date = now
-            sim.store.put(internal)
+    elif internal is not None:
+        internal.last_use_date = now
+        sim.store.put(internal)
     return _start(sim, operation, outcome, now)
 
 
@@ -378,7 +388,10 @@ async def list_sessions(
     offset = decode_continuation(x_continuation_token)
     auth_ttl = timedelta(seconds=sim.settings.authentication_token_ttl_s)
     context = Ident.of(caller.context)
-    sessions = [op for op in sim.store.all(AuthOperation) if op.context == context and op.session_active(now, auth_ttl)]
+    own = [op for op in sim.store.all(AuthOperation) if op.context == context]
+    for op in own:
+        settle(sim.store, op, now)
+    sessions = [op for op in own if op.session_active(now, auth_ttl)]
     sessions.sort(key=lambda op: (op.start_date, op.reference_number), reverse=True)
     page = sessions[offset : offset + pageSize]
     more = offset + pageSize < len(sessions)
@@ -386,7 +399,7 @@ async def list_sessions(
         continuationToken=encode_continuation(offset + pageSize) if more else None,
         items=[
             AuthenticationListItem(
-                **_status_response(op),
+                **_status_response(op, now),
                 referenceNumber=op.reference_number,
                 isCurrent=op.reference_number == caller.auth_reference_number,
             )
@@ -452,7 +465,7 @@ async def redeem(
         raise KsefError(
             21301, f"Tokeny dla operacji uwierzytelniania {operation.reference_number} zostały już pobrane."
         )
-    status = operation.status().code
+    status = operation.status(now).code
     if status != 200:
         raise KsefError(21301, f"Status uwierzytelniania ({status}) nie pozwala na pobranie tokenów.")
     permissions = _current_permissions_or_error(sim, operation, now, "pobranie tokenów")
@@ -482,7 +495,7 @@ async def refresh(
     sim = get_sim(request)
     now = sim.clock.now()
     operation = _operation(sim, claims["arn"])
-    status = operation.status().code
+    status = operation.status(now).code
     if status != 200:
         raise KsefError(21301, f"Status uwierzytelniania ({status}) nie pozwala na odświeżenie tokenu dostępowego.")
     permissions = _current_permissions_or_error(sim, operation, now, "odświeżenie tokenu dostępowego")
@@ -499,10 +512,11 @@ async def operation_status(
     claims: Annotated[dict[str, Any], Depends(authentication_claims)],
 ) -> AuthenticationOperationStatusResponse:
     sim = get_sim(request)
+    now = sim.clock.now()
     operation = _operation(sim, referenceNumber)
     # The authentication token answers for its own operation only.
     if claims.get("arn") != referenceNumber:
         raise Forbidden("insufficient-resource-access", "Brak dostępu do wskazanego zasobu.")
-    if operation.gone(sim.clock.now(), timedelta(seconds=sim.settings.async_status_retention_s)):
+    if operation.gone(now, timedelta(seconds=sim.settings.async_status_retention_s)):
         raise Gone("Operacja wygasła i nie jest już dostępna.")
-    return AuthenticationOperationStatusResponse(**_status_response(operation))
+    return AuthenticationOperationStatusResponse(**_status_response(operation, now))

@@ -3,7 +3,8 @@ wants ``Authorization: Bearer <operator token>`` (``ksef_sim.operator_token``) a
 listener others can reach, this API would let anybody change KSeF's clock or take it down.
 
 - ``/faults``: outage (every ``/v2`` call 503, Latarnia FAILURE / TOTAL_FAILURE / MAINTENANCE), added latency, a
-  fraction of random 5xx, stuck exports (status 100 until cleared), forced 429s.
+  fraction of random 5xx, stuck exports (status 100 until cleared), refused session keys (new sessions end in 415),
+  forced 429s.
 - ``/clock``: move, freeze or reset the simulator clock that every time-driven transition reads.
 - ``/keys/rotate``: replace a Ministry key; clients holding the old ``publicKeyId`` then get 21470.
 - ``/seed`` and ``/stats``: bulk realistic FA(3) purchase invoices for tests and benchmarks, and what the store holds
@@ -124,6 +125,11 @@ class FaultsRequest(_Model):
     latency_ms: int = Field(0, ge=0, le=120_000, description="Delay added to every /v2 call.")
     error_rate: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of /v2 calls answered 500 at random.")
     stuck_exports: bool = Field(False, description="New invoice exports stay at status 100 until cleared.")
+    refuse_session_keys: bool = Field(
+        False,
+        description="Online and batch sessions opened while set answer 201 but their key counts as undecryptable: "
+        "status 415; sends into an online one answer 400 21180, a closed batch one ends in 415 (REFERENCE.md §4).",
+    )
 
 
 class FaultsView(FaultsRequest):
@@ -148,6 +154,7 @@ def _faults_view(sim: Sim) -> FaultsView:
         latency_ms=faults.latency_ms,
         error_rate=faults.error_rate,
         stuck_exports=faults.stuck_exports,
+        refuse_session_keys=faults.refuse_session_keys,
         forced429s=sim.limiter.forced_429s,
         outage_since=opened.start if opened else None,
     )
@@ -169,6 +176,7 @@ def _apply_faults(sim: Sim, wanted: FaultsRequest) -> None:
         latency_ms=wanted.latency_ms,
         error_rate=wanted.error_rate,
         stuck_exports=wanted.stuck_exports,
+        refuse_session_keys=wanted.refuse_session_keys,
         outage_kind=wanted.kind.value,
         outage_retry_after_s=wanted.retry_after_seconds,
     )

@@ -1,6 +1,9 @@
 """Session views shared by online and batch sessions: ``GET /sessions``, ``GET /sessions/{ref}``, the invoice
 lists and statuses, and the UPO downloads (REFERENCE.md §6). Also the helpers the two sending routers share
-(session lookup and visibility, recording an invoice outcome, lazy UPO generation)."""
+(session lookup and visibility, recording an invoice outcome, lazy UPO generation).
+
+A UPO is generated and signed once, on first need, and stored: every download of it (API or pre-signed link) serves
+the same signed bytes, and ``x-ms-meta-hash`` is their SHA-256."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from ksef_sim.crypto import sha256_b64
 from ksef_sim.deps import access
 from ksef_sim.domain import upo
 from ksef_sim.domain.acceptance import Verdict
+from ksef_sim.domain.certificates import SimCa
 from ksef_sim.domain.fa import find_form
 from ksef_sim.domain.sessions import (
     INVOICE_DESCRIPTIONS,
@@ -140,27 +144,43 @@ def _upo_document(stored: StoredInvoice) -> upo.UpoDocument:
     )
 
 
+def _signed(sim: Sim, xml: bytes) -> bytes:
+    now = sim.clock.now()
+    signing_key = upo.UpoSigningKey.load_or_create(sim.store, SimCa.load_or_create(sim.store, now), now)
+    return upo.sign_upo(xml, signing_key, now)
+
+
 def ensure_invoice_upo(sim: Sim, session: Session, invoice: SessionInvoice) -> bytes | None:
-    """The invoice's UPO (generated and stored on first need); ``None`` unless it was accepted and is final."""
+    """The invoice's signed UPO (made and stored on first need); ``None`` unless it was accepted and is final."""
     if invoice.code != 200 or not invoice.is_final(sim.clock.now()) or invoice.ksef_number is None:
         return None
-    if invoice.upo_ready:
+    if invoice.upo_ready and invoice.upo_signed:
         blob = sim.store.get_blob(invoice.upo_blob)
         if blob is not None:
             return blob
     stored = sim.store.get(StoredInvoice, invoice.ksef_number)
     if stored is None:
         return None
-    xml = upo.invoice_upo(_upo_header(session), _upo_document(stored))
+    xml = _signed(sim, upo.invoice_upo(_upo_header(session), _upo_document(stored)))
     sim.store.put_blob(invoice.upo_blob, xml)
     invoice.upo_ready = True
+    invoice.upo_signed = True
     sim.store.put(invoice)
     return xml
 
 
 def ensure_session_upo(sim: Sim, session: Session, invoices: list[SessionInvoice]) -> list[UpoPage]:
-    """Session UPO pages, generated once the session reached 200 (REFERENCE.md §6)."""
+    """Session UPO pages, generated and signed once the session reached 200 (REFERENCE.md §6)."""
     if session.upo_pages:
+        unsigned = [page for page in session.upo_pages if not page.signed]
+        for page in unsigned:
+            # Signed in place: the page keeps the reference number clients may already hold.
+            unsigned_xml = sim.store.get_blob(page.blob_name)
+            if unsigned_xml is not None:
+                sim.store.put_blob(page.blob_name, _signed(sim, unsigned_xml))
+            page.signed = True
+        if unsigned:
+            sim.store.put(session)
         return session.upo_pages
     documents = []
     for invoice in invoices:
@@ -174,8 +194,12 @@ def ensure_session_upo(sim: Sim, session: Session, invoices: list[SessionInvoice
     pages = []
     for number, xml in enumerate(upo.session_upo_pages(_upo_header(session), documents), start=1):
         blob = f"upo/{session.reference_number}/{number}.xml"
-        sim.store.put_blob(blob, xml)
-        pages.append(UpoPage(reference_number=reference_number(RefType.SESSION_UPO, now), page=number, blob_name=blob))
+        sim.store.put_blob(blob, _signed(sim, xml))
+        pages.append(
+            UpoPage(
+                reference_number=reference_number(RefType.SESSION_UPO, now), page=number, blob_name=blob, signed=True
+            )
+        )
     session.upo_pages = pages
     sim.store.put(session)
     return pages

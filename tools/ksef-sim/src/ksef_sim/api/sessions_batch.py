@@ -182,7 +182,9 @@ async def close_batch_session(
 
     session.closed_at = now
     session.updated_at = now
-    processed_at = now + timedelta(seconds=sim.settings.invoice_processing_delay_s)
+    # The package is verified and its invoices decided now, but all of it shows only from ``processed_at`` on: the
+    # session reports 150 until then (§5), its invoices 100/150 and no KSeF numbers or UPO.
+    processed_at = now + timedelta(seconds=sim.settings.batch_processing_delay_s)
     session.processed_at = processed_at
     limits = context_limits(sim.store, caller.context)["batchSession"]
     with sim.store.batch():

@@ -109,6 +109,9 @@ def new_session(
 ) -> Session:
     now = sim.clock.now()
     aes_key, iv = unwrap_key(sim, encryption)
+    if sim.faults.refuse_session_keys:
+        # Same path as a key that fails RSA-OAEP, so the session behaves exactly like one KSeF could not decrypt.
+        aes_key = None
     return Session(
         reference_number=reference_number(ref_type, now),
         session_type=session_type,

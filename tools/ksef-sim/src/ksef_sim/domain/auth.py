@@ -2,8 +2,9 @@
 
 Every transition is computed on read from stored instants and the simulator clock: a challenge expires
 ``challenge_ttl_s`` after it was issued, a KSeF token becomes ``Active`` ``TOKEN_ACTIVATION_DELAY`` after creation
-and ``Revoked`` ``TOKEN_REVOCATION_DELAY`` after the revoke request, an operation's status is gone (410) after
-``async_status_retention_s``.
+and ``Revoked`` ``TOKEN_REVOCATION_DELAY`` after the revoke request, an operation shows 100 until its
+``decided_at`` (submit + ``auth_processing_delay_s``) and its outcome after that (``settle``), and its status is
+gone (410) after ``async_status_retention_s``.
 """
 
 from __future__ import annotations
@@ -179,8 +180,16 @@ class AuthOperation(Record):
     method: MethodInfo
     context: Ident
     subject: Ident | None = None
+    # KSeF authenticates asynchronously (REFERENCE.md §3.5): nothing but 100 is shown before ``decided_at``, and a
+    # client that redeems before it polled 200 gets 21301. A credential that fails is judged at submit; one that
+    # checks out leaves ``awaiting_permissions`` set, and what its subject holds in the context is judged when the
+    # processing ends (``settle``), as KSeF does: a grant revoked meanwhile ends the authentication in 415.
+    # ``decided_at`` ``None``: shown at once (operations stored before the delay existed).
     status_code: int = 100
     status_details: list[str] = []
+    decided_at: datetime | None = None
+    awaiting_permissions: bool = False
+    permission_limit: list[str] | None = None  # a KSeF token's permissions: at most these are granted
     ksef_token_reference: str | None = None
     allowed_ips: list[str] = []
     client_ip: str = ""
@@ -194,9 +203,12 @@ class AuthOperation(Record):
     def key(self) -> str:
         return self.reference_number
 
-    def status(self) -> Outcome:
+    def status(self, now: datetime) -> Outcome:
+        """What ``GET /auth/{ref}`` shows; call ``settle`` first, or an operation due for its decision shows 100."""
         if self.revoked_at is not None:
             return Outcome(425, (REVOKED_DETAIL,))
+        if self.awaiting_permissions or (self.decided_at is not None and now < self.decided_at):
+            return Outcome(100)
         return Outcome(self.status_code, tuple(self.status_details))
 
     def gone(self, now: datetime, retention: timedelta) -> bool:
@@ -204,7 +216,7 @@ class AuthOperation(Record):
 
     def session_active(self, now: datetime, auth_token_ttl: timedelta) -> bool:
         """Listed by ``GET /auth/sessions``: successful, not revoked, and its tokens still obtainable or usable."""
-        if self.status().code != 200:
+        if self.status(now).code != 200:
             return False
         if self.redeemed_at is None:
             return now < self.start_date + auth_token_ttl
@@ -228,6 +240,20 @@ def decide(
     if not permissions:
         return Outcome(415, (NO_PERMISSIONS,)), frozenset()
     return Outcome(200), permissions
+
+
+def settle(store: Store, operation: AuthOperation, now: datetime) -> None:
+    """Give an operation whose processing time is over its final status (470, 480, 415 or 200), once."""
+    if not operation.awaiting_permissions or operation.subject is None:
+        return
+    if operation.decided_at is not None and now < operation.decided_at:
+        return
+    limit = frozenset(operation.permission_limit) if operation.permission_limit is not None else None
+    outcome, _ = decide(store, operation.subject.identifier(), operation.context.identifier(), now, limit)
+    operation.status_code = outcome.code
+    operation.status_details = list(outcome.details)
+    operation.awaiting_permissions = False
+    store.put(operation)
 
 
 # --- KSeF tokens -----------------------------------------------------------------------------------------------

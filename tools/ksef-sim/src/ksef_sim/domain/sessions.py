@@ -6,8 +6,9 @@ Every transition is computed on read from the clock and stored instants, never b
   ``final_at`` = receipt + ``invoice_processing_delay_s``, and only then its final status;
 - an online session is open (100) until closed or ``valid_until`` (12 h) passes, then closed (170) until its last
   invoice is final, then 200 | 440 (nothing sent) | 445 (nothing accepted); 415 when the key failed to decrypt;
-- a batch session is open (100) until closed, then processing (150) until ``processed_at``, then 200 | 4xx;
-  never closed before ``valid_until`` → 440.
+- a batch session is open (100) until closed, then processing (150) until ``processed_at`` = close +
+  ``batch_processing_delay_s``, then 200 | 4xx; never closed before ``valid_until`` → 440. Its invoices are
+  decided at close and become final at ``processed_at`` too.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class UpoPage(BaseModel):
     reference_number: str  # …-EU-…
     page: int
     blob_name: str
+    # False only for pages stored by a simulator that did not sign UPOs yet; they are signed on next use.
+    signed: bool = False
 
 
 class Session(Record):
@@ -159,6 +162,7 @@ class SessionInvoice(Record):
     hash_of_corrected_invoice: str | None = None
     corrected_by: str | None = None  # reference of the accepted technical correction (§8: only one)
     upo_ready: bool = False  # blob ``upo_blob`` written (lazily, on first need)
+    upo_signed: bool = False  # False with ``upo_ready``: written unsigned by an older simulator, so made again
     context_type: str
     context_value: str
 
