@@ -54,6 +54,8 @@ from ksef_gateway.ksef.errors import (
 )
 from ksef_gateway.ksef.models import (
     AccessToken,
+    BatchArchive,
+    BatchSession,
     Challenge,
     ExportedPackage,
     ExportHandle,
@@ -62,6 +64,7 @@ from ksef_gateway.ksef.models import (
     KsefAuthSession,
     MetadataPage,
     OnlineSession,
+    PartUploadRequest,
     PublicKeyCertificate,
     SentInvoiceStatus,
     SessionStatus,
@@ -817,11 +820,121 @@ class KsefClient:
         body = response.json()
         status = body.get("status") or {}
         count = body.get("invoiceCount")
+        successful = body.get("successfulInvoiceCount")
+        failed = body.get("failedInvoiceCount")
+        valid_until = body.get("validUntil")
         return SessionStatus(
             code=int(status.get("code") or 0),
             description=str(status.get("description") or ""),
             invoice_count=int(count) if count is not None else None,
             raw=body,
+            successful_invoice_count=int(successful) if successful is not None else None,
+            failed_invoice_count=int(failed) if failed is not None else None,
+            valid_until=parse_instant(valid_until) if valid_until else None,
+        )
+
+    # --- batch sessions (§5) ----------------------------------------------------------------------------------
+
+    async def open_batch_session(
+        self,
+        access_token: str,
+        form_code: FormCode,
+        archive: BatchArchive,
+        *,
+        offline_mode: bool = False,
+        context_nip: str | None = None,
+    ) -> BatchSession:
+        """``POST /sessions/batch`` declaring the archive and its encrypted parts, the archive's key wrapped for
+        the Ministry. Never retried here: a lost answer may have opened a session; nothing is in it until the
+        parts are uploaded and it is closed, and it expires on its own (440 after 12 h)."""
+        context = self._token_context(access_token, context_nip)
+        batch_file: dict[str, Any] = {
+            "fileSize": archive.file_size,
+            "fileHash": archive.file_hash,
+            "fileParts": [
+                {"ordinalNumber": part.ordinal_number, "fileSize": part.file_size, "fileHash": part.file_hash}
+                for part in archive.parts
+            ],
+        }
+        if archive.compression_type != "Zip":  # Zip is the default; the field exists only from 2.6.0 on
+            batch_file["compressionType"] = archive.compression_type
+
+        async def open_session(ministry: PublicKeyCertificate) -> dict[str, Any]:
+            wrapped, iv = archive.key.wrapped(ministry.certificate)
+            response = await self._call(
+                "sessions.open_batch",
+                "POST",
+                "/sessions/batch",
+                context=context,
+                group=EndpointGroup.BATCH_SESSION,
+                idempotent=False,
+                token=access_token,
+                json_body={
+                    "formCode": form_code.as_json(),
+                    "batchFile": batch_file,
+                    "encryption": {
+                        "encryptedSymmetricKey": wrapped,
+                        "initializationVector": iv,
+                        "publicKeyId": ministry.public_key_id,
+                    },
+                    "offlineMode": offline_mode,
+                },
+            )
+            result: dict[str, Any] = response.json()
+            return result
+
+        body = await self._with_public_key(SYMMETRIC_KEY_ENCRYPTION, open_session)
+        requests = tuple(
+            PartUploadRequest(
+                ordinal_number=int(item["ordinalNumber"]),
+                method=str(item.get("method") or "PUT"),
+                url=str(item["url"]),
+                headers={str(k): str(v) for k, v in (item.get("headers") or {}).items() if v is not None},
+            )
+            for item in sorted(body.get("partUploadRequests") or [], key=lambda item: int(item["ordinalNumber"]))
+        )
+        return BatchSession(
+            reference_number=str(body["referenceNumber"]), part_upload_requests=requests, key=archive.key
+        )
+
+    async def upload_batch_part(
+        self,
+        request: PartUploadRequest,
+        content: bytes,
+        *,
+        context_nip: str | None = None,
+        session_reference: str | None = None,
+    ) -> None:
+        """PUT one encrypted part to its pre-signed URL with exactly the headers KSeF gave and no Authorization
+        (§5 step 4). Not rate-limited (``UNLIMITED``); retried on 5xx and no answer, since writing the same bytes
+        to the same blob again is harmless. 403 means the link expired (the upload window is 20 min per part)."""
+        await self._call(
+            "sessions.upload_batch_part",
+            request.method,
+            request.url,
+            context=context_nip,
+            group=EndpointGroup.UNLIMITED,
+            idempotent=True,
+            token=None,
+            content=content,
+            headers={"Accept": "*/*", **request.headers},
+            refs=[session_reference] if session_reference else None,
+        )
+
+    async def close_batch_session(
+        self, access_token: str, reference_number: str, *, context_nip: str | None = None
+    ) -> None:
+        """``POST /sessions/batch/{ref}/close``: KSeF starts processing the package (status 150). Never retried
+        here: whether a lost close happened is read from the session status."""
+        await self._call(
+            "sessions.close_batch",
+            "POST",
+            f"/sessions/batch/{reference_number}/close",
+            context=self._token_context(access_token, context_nip),
+            group=EndpointGroup.BATCH_SESSION,
+            idempotent=False,
+            token=access_token,
+            refs=[reference_number],
         )
 
     async def send_online_invoice(

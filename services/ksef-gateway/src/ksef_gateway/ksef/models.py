@@ -86,10 +86,57 @@ class OnlineSession:
 
 @dataclass(frozen=True)
 class SessionStatus:
+    """``GET /sessions/{ref}`` (REFERENCE.md §6): the status code (§4 online, §5 batch) and the invoice counts."""
+
     code: int
     description: str
     invoice_count: int | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    successful_invoice_count: int | None = None
+    failed_invoice_count: int | None = None
+    valid_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BatchPart:
+    """One part of a batch archive, encrypted on its own with the session key (REFERENCE.md §5 step 2):
+    ``file_size``/``file_hash`` are those of the encrypted bytes, as ``fileParts[]`` declares them."""
+
+    ordinal_number: int
+    content: bytes = field(repr=False)
+    file_size: int
+    file_hash: str
+
+
+@dataclass(frozen=True)
+class BatchArchive:
+    """A batch package ready to declare and upload: size and hash of the whole unencrypted archive, its encrypted
+    parts, and the AES key and IV they were encrypted with (wrapped for the Ministry when the session opens)."""
+
+    file_size: int
+    file_hash: str
+    parts: tuple[BatchPart, ...]
+    key: SymmetricKey = field(repr=False)
+    compression_type: str = "Zip"  # Zip | TarGz (2.6.0+)
+
+
+@dataclass(frozen=True)
+class PartUploadRequest:
+    """Where and how one part goes (``partUploadRequests[]``): a pre-signed URL, PUT with exactly ``headers``."""
+
+    ordinal_number: int
+    method: str
+    url: str = field(repr=False)  # pre-signed: a bearer credential for that blob until it expires
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BatchSession:
+    """An opened batch session (``…-SB-…``) with the upload requests of its parts and the key they are under."""
+
+    reference_number: str
+    part_upload_requests: tuple[PartUploadRequest, ...]
+    key: SymmetricKey = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,19 @@
 """What sending needs of KSeF (``SendingKsef``), and its implementation over the session manager and the pool of
-online sessions (``GatewaySendingKsef``)."""
+online sessions (``GatewaySendingKsef``); batch sessions (REFERENCE.md §5) for long queues, see ``sales/batch.py``."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from ksef_gateway.ksef.models import FA3, OnlineSession, SentInvoiceStatus
+from ksef_gateway.ksef.models import (
+    FA3,
+    BatchArchive,
+    BatchSession,
+    OnlineSession,
+    PartUploadRequest,
+    SentInvoiceStatus,
+    SessionStatus,
+)
 from ksef_gateway.sessions.service import OnlineSessions, SessionManager
 
 
@@ -29,6 +37,16 @@ class SendingKsef(Protocol):
     ) -> bytes: ...
 
     async def download(self, nip: str, ksef_number: str) -> bytes: ...
+
+    async def open_batch(self, nip: str, archive: BatchArchive, *, offline_mode: bool) -> BatchSession: ...
+
+    async def upload_part(self, nip: str, session_reference: str, request: PartUploadRequest, content: bytes) -> None:
+        """One encrypted part to its pre-signed URL (no token, not rate-limited)."""
+        ...
+
+    async def close_batch(self, nip: str, session_reference: str) -> None: ...
+
+    async def session_status(self, nip: str, session_reference: str) -> SessionStatus: ...
 
 
 class GatewaySendingKsef:
@@ -92,3 +110,27 @@ class GatewaySendingKsef:
             nip, lambda client, token: client.download_invoice(token, ksef_number, context_nip=nip)
         )
         return content
+
+    async def open_batch(self, nip: str, archive: BatchArchive, *, offline_mode: bool) -> BatchSession:
+        return await self._sessions.call(
+            nip,
+            lambda client, token: client.open_batch_session(
+                token, FA3, archive, offline_mode=offline_mode, context_nip=nip
+            ),
+        )
+
+    async def upload_part(self, nip: str, session_reference: str, request: PartUploadRequest, content: bytes) -> None:
+        # Not through ``SessionManager.call``: the link is the credential, and its 401/403 (an expired link) says
+        # nothing about the context's access token or permissions.
+        client = await self._sessions.client_for(nip)
+        await client.upload_batch_part(request, content, context_nip=nip, session_reference=session_reference)
+
+    async def close_batch(self, nip: str, session_reference: str) -> None:
+        await self._sessions.call(
+            nip, lambda client, token: client.close_batch_session(token, session_reference, context_nip=nip)
+        )
+
+    async def session_status(self, nip: str, session_reference: str) -> SessionStatus:
+        return await self._sessions.call(
+            nip, lambda client, token: client.session_status(token, session_reference, context_nip=nip)
+        )
