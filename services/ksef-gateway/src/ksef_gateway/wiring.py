@@ -169,6 +169,7 @@ class Gateway:
             # SQLite takes one writer at a time: parallel steps of one context would only queue on its lock.
             per_context=sales.per_context if runtime.db.engine.dialect.name != "sqlite" else 1,
             poll=PollSchedule(first_s=sales.poll_first_s, max_s=sales.poll_max_s),
+            batch_threshold=sales.batch_threshold,
         )
 
     async def start(self) -> None:
