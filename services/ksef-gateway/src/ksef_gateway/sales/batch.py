@@ -34,6 +34,7 @@ from ksef_gateway.ksef.models import BatchArchive, BatchPart, BatchSession
 from ksef_gateway.sales.domain import PollSchedule, SalesStatus
 from ksef_gateway.sales.ksef import SendingKsef
 from ksef_gateway.sales.repository import SalesRepository
+from ksef_gateway.sessions.service import ContextNotOwned, NoCredential
 from ksef_gateway.settings import SalesSettings
 from platform_common.db import Database
 
@@ -179,7 +180,12 @@ class BatchSending:
         rows, files = await self._documents(nip, rows)
         if len(rows) < self.threshold:
             return False
-        archive = await asyncio.to_thread(build_batch, files)
+        try:
+            archive = await asyncio.to_thread(build_batch, files)
+        except ValueError as exc:  # beyond KSeF's package limits: not with our caps, but never a loop of tries
+            log.error("the batch of %s cannot be built, sending one by one: %s", nip, exc)
+            self._cool(nip, COOLDOWN_S)
+            return False
         try:
             batch = await self._ksef.open_batch(nip, archive, offline_mode=offline_mode)
         except BudgetUnavailable as exc:
@@ -191,6 +197,12 @@ class BatchSending:
             # Nothing is in the session, if one opened: it expires on its own. The online path carries on.
             log.warning("a batch session for %s could not be opened, sending one by one: %s", nip, exc)
             await self._report(exc)
+            self._cool(nip, COOLDOWN_S)
+            return False
+        except (NoCredential, ContextNotOwned):
+            raise
+        except Exception:  # an answer we cannot read: whether a session opened does not matter, it stays empty
+            log.exception("opening a batch session for %s failed, sending one by one", nip)
             self._cool(nip, COOLDOWN_S)
             return False
         await self._report(None)

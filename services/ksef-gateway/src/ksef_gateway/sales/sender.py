@@ -1,5 +1,6 @@
-"""The sender: every queued sales invoice to KSeF through the context's reused online session, its status polled
-until final, the KSeF number and UPO stored with ``invoice.sent`` and ``status.changed`` in one transaction.
+"""The sender: every queued sales invoice to KSeF through the context's reused online session (a long queue through
+a batch session, sales/batch.py), its status polled until final, the KSeF number and UPO stored with
+``invoice.sent`` and ``status.changed`` in one transaction.
 
 Delivery semantics (sales/domain.py has the state machine): each state is committed before the KSeF call it
 leads to, so a crash between any two lines leaves a row this loop knows how to finish — ``sending`` is reconciled

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.sales.world import Hub
+from integration.sales.world import Hub, submit
 from ksef_gateway.budget import domain as budget_domain
 from ksef_gateway.budget.domain import Limits
 from ksef_gateway.ksef.crypto import sha256_b64
@@ -48,17 +48,6 @@ def widened_windows(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------
-
-
-async def submit(hub: Hub, numbers: list[str]) -> dict[str, bytes]:
-    """The invoices submitted while the sender stands still (it would start on the first), by id, with their XML."""
-    sent: dict[str, bytes] = {}
-    for number in numbers:
-        xml = hub.fa3(number)
-        response = await hub.submit(xml)
-        assert response.status_code == 202, response.text
-        sent[response.json()["id"]] = xml
-    return sent
 
 
 def ksef_sessions(hub: Hub) -> list[Session]:

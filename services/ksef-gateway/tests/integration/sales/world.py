@@ -73,6 +73,17 @@ class Hub:
         return offline_certificate(self.nip)
 
 
+async def submit(hub: Hub, numbers: list[str]) -> dict[str, bytes]:
+    """An FA(3) invoice submitted (202) for each number, in order: by the id the gateway gave it, with its XML."""
+    sent: dict[str, bytes] = {}
+    for number in numbers:
+        xml = hub.fa3(number)
+        response = await hub.submit(xml)
+        assert response.status_code == 202, response.text
+        sent[response.json()["id"]] = xml
+    return sent
+
+
 async def leased(gateway: Gateway, nip: str) -> bool:
     return gateway.leases.holds(nip) or await gateway.leases.try_acquire(nip)
 
