@@ -17,9 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integration.sales.world import Hub, submit
-from ksef_gateway.budget import domain as budget_domain
-from ksef_gateway.budget.domain import Limits
+from integration.sales.world import Hub, submit, widen_windows
 from ksef_gateway.ksef.crypto import sha256_b64
 from ksef_gateway.ksef.errors import KsefUnavailable
 from ksef_gateway.ksef.models import PartUploadRequest
@@ -40,11 +38,7 @@ WIDENED_GROUPS = ("invoiceStatus", "sessionMisc")
 @pytest.fixture(autouse=True)
 def widened_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Before the ``hub`` fixture builds the gateway, whose budget takes KSeF's table from ``budget.domain``."""
-    table = dict(budget_domain.PRODUCTION_LIMITS)
-    for group in WIDENED_GROUPS:
-        limits = table[group]
-        table[group] = Limits(limits.per_second, 10 * limits.per_minute, 10 * limits.per_hour)
-    monkeypatch.setattr(budget_domain, "PRODUCTION_LIMITS", table)
+    widen_windows(monkeypatch, WIDENED_GROUPS)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------

@@ -10,12 +10,15 @@ from random import Random
 from typing import Any
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
+from ksef_gateway.budget import domain as budget_domain
+from ksef_gateway.budget.domain import Limits
 from ksef_gateway.db import messaging_tables
 from ksef_gateway.sales.domain import SalesStatus
 from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
@@ -140,3 +143,13 @@ def offline_certificate(nip: str) -> tuple[str, str, x509.Certificate]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     return certificate.public_bytes(serialization.Encoding.PEM).decode(), key_pem, certificate
+
+
+def widen_windows(monkeypatch: pytest.MonkeyPatch, groups: tuple[str, ...]) -> None:
+    """KSeF's per-second limits stay; the minute and hour windows of ``groups`` are widened ten times, as KSeF's
+    TEST environment lets a context raise them (POST /testdata/rate-limits)."""
+    table = dict(budget_domain.PRODUCTION_LIMITS)
+    for group in groups:
+        limits = table[group]
+        table[group] = Limits(limits.per_second, 10 * limits.per_minute, 10 * limits.per_hour)
+    monkeypatch.setattr(budget_domain, "PRODUCTION_LIMITS", table)
