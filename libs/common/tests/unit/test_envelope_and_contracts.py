@@ -82,9 +82,10 @@ class TestContracts:
             "credential.access",
             "ksef.outage",
             "sales.deadline.alerted",
+            "webhook.changed",
         }
         # One topic per event type, except a lifecycle whose events must stay in order together.
-        shared = {"integration.changed", "credential.access", "month.approved", "ksef.outage"}
+        shared = {"integration.changed", "credential.access", "month.approved", "ksef.outage", "webhook.changed"}
         assert all(c.topic == t or c.topic in shared for (t, _v), c in CONTRACTS.items())
         assert {c.topic for (t, _v), c in CONTRACTS.items() if t.startswith("integration.")} == {"integration.changed"}
         # A month's approval, unlock and late arrivals share one topic, keyed by the client: they stay in order.

@@ -1,4 +1,5 @@
-"""Secrets at rest and in transit: random tokens, their hashes, password hashing, AES-GCM for stored keys.
+"""Secrets at rest and in transit: random tokens, their hashes, password hashing (AES-GCM for stored keys is
+platform_common.secret_box, re-exported here).
 
 Tokens handed to clients (refresh tokens, API key secrets, invitation and reset links) carry 256 bits of
 randomness, so a plain SHA-256 is enough to store them: nothing to brute-force. Passwords use argon2id.
@@ -6,21 +7,20 @@ randomness, so a plain SHA-256 is enough to store them: nothing to brute-force. 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import os
 import secrets
 import string
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from auth_svc.settings import PasswordHashSettings
+from platform_common.secret_box import SecretBox as SecretBox
+from platform_common.secret_box import development_key
 
 # Used only outside production when AUTH_SECRETS_KEY is unset (the settings refuse that in production).
-DEVELOPMENT_SECRETS_KEY = base64.b64encode(hashlib.sha256(b"ksef-hub development secrets key").digest()).decode()
+DEVELOPMENT_SECRETS_KEY = development_key("ksef-hub development secrets key")
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 
@@ -40,27 +40,6 @@ def token_hash(token: str) -> str:
 
 def same_hash(stored: str, token: str) -> bool:
     return hmac.compare_digest(stored, token_hash(token))
-
-
-class SecretBox:
-    """AES-256-GCM with a random 96-bit nonce; ``aad`` binds a ciphertext to its row (a key id, a user id)."""
-
-    _VERSION = "v1"
-
-    def __init__(self, key_b64: str) -> None:
-        self._aead = AESGCM(base64.b64decode(key_b64))
-
-    def encrypt(self, plaintext: bytes, aad: str) -> str:
-        nonce = os.urandom(12)
-        sealed = self._aead.encrypt(nonce, plaintext, aad.encode())
-        return f"{self._VERSION}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
-
-    def decrypt(self, token: str, aad: str) -> bytes:
-        version, _, body = token.partition(".")
-        if version != self._VERSION:
-            raise ValueError("unknown ciphertext version")
-        raw = base64.urlsafe_b64decode(body)
-        return self._aead.decrypt(raw[:12], raw[12:], aad.encode())
 
 
 class Passwords:

@@ -26,6 +26,7 @@ from platform_common.contracts.months import (
 from platform_common.contracts.outages import OUTAGE_EVENTS, KsefOutageEnded, KsefOutageStarted, SalesDeadlineAlerted
 from platform_common.contracts.status import DocumentKind, StatusChanged
 from platform_common.contracts.users import PasswordResetRequested, UserInvited
+from platform_common.contracts.webhooks import WEBHOOK_EVENTS, WebhookSubscriptionDisabled
 from platform_common.messaging.envelope import EventContract
 
 _ALL: tuple[type[EventContract], ...] = (
@@ -39,6 +40,7 @@ _ALL: tuple[type[EventContract], ...] = (
     CredentialAccessVerified,
     CredentialAccessLost,
     *OUTAGE_EVENTS,
+    *WEBHOOK_EVENTS,
 )
 CONTRACTS: dict[tuple[str, int], type[EventContract]] = {(c.event_type, c.event_version): c for c in _ALL}
 
@@ -65,4 +67,5 @@ __all__ = [
     "SendingMode",
     "StatusChanged",
     "UserInvited",
+    "WebhookSubscriptionDisabled",
 ]
