@@ -38,6 +38,8 @@ _SUBJECTS: dict[tuple[MailKind, str], str] = {
     (MailKind.MONTH_UNLOCKED, "en"): "{client} unlocked {period}",
     (MailKind.MONTH_LATE_ARRIVAL, "pl"): "Nowa faktura w zatwierdzonym miesiącu {period} ({client})",
     (MailKind.MONTH_LATE_ARRIVAL, "en"): "A new invoice in the approved month {period} ({client})",
+    (MailKind.WEBHOOK_DISABLED, "pl"): "Webhook wyłączony po nieudanych dostawach",
+    (MailKind.WEBHOOK_DISABLED, "en"): "Webhook disabled after failed deliveries",
 }
 
 _ROLES: dict[tuple[str, str], str] = {
@@ -109,6 +111,12 @@ def compose(content: MailContent, *, sender: str, message_id: str, now: datetime
         "ksef_number": content.details.get("ksef_number", ""),
         "late_arrivals": content.details.get("late_arrivals", 0),
         "to_office": content.details.get("side") == "office",
+        # A disabled webhook's notice.
+        "webhook_url": content.details.get("url", ""),
+        "subscription_id": content.details.get("subscription_id", ""),
+        "failed_event_type": content.details.get("failed_event_type", ""),
+        "attempts": content.details.get("attempts", 0),
+        "last_error": content.details.get("last_error") or "",
     }
     client = context["client_name"] or f"NIP {context['client_nip']}"
     name = f"{content.kind.value}.{content.language}"

@@ -24,6 +24,8 @@ class MailKind(StrEnum):
     MONTH_APPROVED = "month_approved"  # to the offices: the month's decisions are final, what to book
     MONTH_UNLOCKED = "month_unlocked"  # to the offices: the client reopened the month
     MONTH_LATE_ARRIVAL = "month_late_arrival"  # to both sides: an invoice arrived in an approved month
+    # To a webhook subscription's contact: it failed for the whole retry window and was disabled.
+    WEBHOOK_DISABLED = "webhook_disabled"
 
 
 class MailStatus(StrEnum):

@@ -123,6 +123,26 @@ class MailService:
         )
         log.info("%s e-mail pending for event %s", MailKind.CONSENT_REFUSED, event_id)
 
+    async def webhook_disabled(
+        self, store: MailStore, mail_id: uuid.UUID, *, recipient: str, language: str, details: dict[str, Any]
+    ) -> None:
+        """The subscription's contact hears that it was disabled (a notice: no link, no expiry)."""
+        await store.add(
+            MailRecord(
+                id=mail_id,
+                kind=MailKind.WEBHOOK_DISABLED.value,
+                recipient=recipient,
+                subject_id=uuid.UUID(str(details["subscription_id"])),
+                sealed_link=None,
+                expires_at=None,
+                status=MailStatus.PENDING.value,
+                created_at=self._clock(),
+                language=language_of(language, self._default_language),
+                details=details,
+            )
+        )
+        log.info("%s e-mail pending for subscription %s", MailKind.WEBHOOK_DISABLED, details["subscription_id"])
+
     async def month_changed(self, store: MailStore, event_id: uuid.UUID, event: MonthEvent) -> int:
         """One notice per person the event names (approval-svc chose them: the offices at their return addresses,
         for a late arrival the client too); how many were queued."""
