@@ -1,9 +1,12 @@
 import sys
 
-from notify_svc.db import messaging_tables, metadata
+from notify_svc.catalogue import api as catalogue_api
+from notify_svc.db import client_access, messaging_tables, metadata
 from notify_svc.mail import consumers as mail
 from notify_svc.settings import SCHEMA, SERVICE_NAME, NotifySettings
-from notify_svc.wiring import mail_sender
+from notify_svc.webhooks import api as webhooks_api
+from notify_svc.webhooks import consumers as webhooks
+from notify_svc.wiring import mail_sender, webhook_sender
 from platform_common.app import app_factory
 from platform_common.cli import service_cli
 from platform_common.runtime import ServiceDefinition
@@ -15,8 +18,10 @@ DEFINITION = ServiceDefinition(
     metadata=metadata,
     tables=messaging_tables,
     migrations="notify_svc:migrations",
-    subscriptions=mail.subscriptions,
-    components=lambda runtime: (mail_sender(runtime),),
+    routers=(webhooks_api.router, catalogue_api.router),
+    subscriptions=lambda runtime: (*mail.subscriptions(runtime), *webhooks.subscriptions(runtime)),
+    components=lambda runtime: (mail_sender(runtime), webhook_sender(runtime)),
+    client_access=client_access,
     description="E-mail and outbound webhooks to ERP systems.",
 )
 

@@ -5,6 +5,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from platform_common.sealing import SealingError, public_key_of, read_private_key_file
+from platform_common.secret_box import check_key, development_key
 from platform_common.settings import DatabaseSettings, ServiceSettings, service_config
 
 SERVICE_NAME = "notify-svc"
@@ -48,6 +49,54 @@ class MailDeliverySettings(BaseModel):
     default_language: Literal["pl", "en"] = "pl"
 
 
+class WebhookSettings(BaseModel):
+    """Outbound webhooks to ERP systems (``NOTIFY_WEBHOOKS__*``)."""
+
+    enabled: bool = Field(default=True, description="Run the webhook sender in this process.")
+    # Base64 of 32 random bytes: the AES-256-GCM key the subscriptions' signing secrets are stored under (they
+    # must be read back to sign, so they cannot be hashed). Required in production; elsewhere a fixed, publicly
+    # known development key is used.
+    secrets_key: SecretStr | None = None
+    # Where the ``links`` of a webhook point: the platform's public URL (the services' prefixes follow it).
+    api_base_url: str = Field(default="http://127.0.0.1:8000", max_length=512)
+    # Targets must be https, except in development and tests (loopback receivers).
+    require_https: bool = True
+    # CIDRs a target may resolve to although they are private, loopback, link-local...: empty in production; tests
+    # allow 127.0.0.0/8 explicitly. Everything else internal is refused (SSRF), also after DNS.
+    allowed_networks: list[str] = Field(default_factory=list)
+    poll_interval_s: float = Field(default=5.0, gt=0, description="Longest sleep between looks for due deliveries.")
+    concurrency: int = Field(default=32, ge=1, le=512, description="Deliveries in flight at once.")
+    batch_size: int = Field(default=200, ge=1)
+    # A claimed delivery whose process died is due again after this long (longer than one attempt can take).
+    lease_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    read_timeout_s: float = Field(default=15.0, gt=0)
+    max_response_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Waits between attempts, the last one repeated: about three days in all (Standard Webhooks' recommendation
+    # of exponential backoff); each is jittered by up to ``retry_jitter`` either way so that a receiver coming
+    # back is not hit by every subscription at the same second.
+    retry_delays_s: list[float] = Field(default_factory=lambda: [5.0, 60.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0])
+    retry_jitter: float = Field(default=0.1, ge=0, lt=1)
+    give_up_after_s: float = Field(default=3 * 86400.0, gt=0, description="Retry window of one delivery.")
+    max_subscriptions_per_organisation: int = Field(default=200, ge=1)
+    rotation_overlap_max_h: int = Field(default=168, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "WebhookSettings":
+        if self.secrets_key is not None:
+            check_key(self.secrets_key.get_secret_value(), name="NOTIFY_WEBHOOKS__SECRETS_KEY")
+        if not self.retry_delays_s or any(d <= 0 for d in self.retry_delays_s):
+            raise ValueError("NOTIFY_WEBHOOKS__RETRY_DELAYS_S needs at least one positive delay")
+        return self
+
+    def secret_box_key(self) -> str:
+        return (
+            self.secrets_key.get_secret_value()
+            if self.secrets_key is not None
+            else development_key("ksef-hub notify-svc development webhook secrets key")
+        )
+
+
 class NotifySettings(ServiceSettings):
     """Every variable is ``NOTIFY_<FIELD>``, nested with ``__``:
     ``NOTIFY_DB__URL``, ``NOTIFY_KAFKA__BOOTSTRAP_SERVERS``."""
@@ -63,6 +112,7 @@ class NotifySettings(ServiceSettings):
     seal_key_file: Path | None = None
     smtp: SmtpSettings = SmtpSettings()
     mail: MailDeliverySettings = MailDeliverySettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _check_seal_key(self) -> "NotifySettings":
@@ -71,6 +121,8 @@ class NotifySettings(ServiceSettings):
         # A configured key is checked now, not at the first invitation (and `migrate`, which needs no key, is not
         # refused for lacking one: the service refuses to start without it in production, see mail.consumers).
         self.seal_key()
+        if self.environment == "production" and (self.webhooks.allowed_networks or not self.webhooks.require_https):
+            raise ValueError("production delivers webhooks over https to public addresses only")
         return self
 
     def seal_key(self) -> SecretStr | None:

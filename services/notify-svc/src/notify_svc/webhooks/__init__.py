@@ -1,0 +1,1 @@
+"""Outbound webhooks: subscriptions of ERP systems to the platform's events, signed deliveries and retries."""
