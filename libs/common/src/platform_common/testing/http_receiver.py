@@ -42,6 +42,7 @@ class Receiver:
     _server: asyncio.Server | None = None
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     _handlers: set[asyncio.Task[None]] = field(default_factory=set)
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def port(self) -> int:
@@ -61,9 +62,10 @@ class Receiver:
         self._closing.set()
         assert self._server is not None
         self._server.close()
-        # A keep-alive connection's handler waits for the client's next request: end it, the client is done.
-        for handler in self._handlers:
-            handler.cancel()
+        # A keep-alive connection's handler waits for the client's next request: closing its connection ends
+        # that wait as an end of stream (cancelling the handler instead makes asyncio log the cancellation).
+        for writer in self._writers:
+            writer.close()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
 
@@ -71,6 +73,7 @@ class Receiver:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        self._writers.add(writer)
         self.connections += 1
         try:
             if self.reply is None:
@@ -109,3 +112,4 @@ class Receiver:
         finally:
             writer.close()
             self._handlers.discard(task)
+            self._writers.discard(writer)

@@ -168,8 +168,12 @@ def _integration(contract: type[IntegrationActivated | IntegrationRevoked], revi
 async def _until(sender: WebhookSender, check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
     """Wait attempt by attempt until ``check`` holds (each ended attempt is a chance for it to)."""
     async with asyncio.timeout(timeout):
-        while not await check():
-            await sender.wait_for_attempts(sender.attempts_ended + 1)
+        while True:
+            # Counted before the check: an attempt that ends while the check reads is not waited for again.
+            ended = sender.attempts_ended
+            if await check():
+                return
+            await sender.wait_for_attempts(ended + 1)
 
 
 async def _statuses(rt: ServiceRuntime, subscription_id: uuid.UUID) -> list[str]:
