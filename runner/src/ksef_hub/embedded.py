@@ -44,6 +44,7 @@ from ksef_gateway.settings import GatewaySettings
 from ksef_gateway.wiring import Gateway
 from ksef_hub.demo import ensure_demo_ksef, ensure_demo_month
 from ksef_hub.mail_catcher import MAIL_PATH, EmbeddedMailCatcher
+from ksef_hub.webhook_catcher import WEBHOOKS_PATH, EmbeddedWebhookCatcher
 from ksef_sim.main import create_app as create_ksef_sim_app
 from ksef_sim.operator_token import token_file
 from ksef_sim.settings import SimSettings
@@ -129,6 +130,7 @@ def embedded_settings(
     wiring: AuthWiring,
     public_url: str = "http://127.0.0.1:8000",
     mail_catcher: EmbeddedMailCatcher | None = None,
+    webhook_catcher: EmbeddedWebhookCatcher | None = None,
 ) -> ServiceSettings:
     # Environment variables still apply to every other field (e.g. AUTH_TELEMETRY__ENABLED=true); the runner
     # owns the database, the transport and how the services reach auth-svc.
@@ -152,6 +154,8 @@ def embedded_settings(
             settings = with_notify_seal_key(settings, data_dir)
             if mail_catcher is not None:
                 settings = mail_catcher.notify_settings(settings)
+            if webhook_catcher is not None:
+                settings = webhook_catcher.notify_settings(settings)
         return settings
     # A dict, merged with AUTH_SERVICE_CREDENTIALS: clients registered there keep working.
     settings = AuthSettings(**values, service_credentials=dict(wiring.client_secrets))
@@ -381,12 +385,16 @@ def create_embedded_app(
     secure_data_dir(data_dir)
     bus = InProcessBus()
     wiring = AuthWiring.for_run(public_url)
-    mail_catcher = EmbeddedMailCatcher() if is_loopback(urlsplit(public_url).hostname or "") else None
+    on_loopback = is_loopback(urlsplit(public_url).hostname or "")
+    mail_catcher = EmbeddedMailCatcher() if on_loopback else None
+    webhook_catcher = EmbeddedWebhookCatcher(public_url) if on_loopback else None
     apps = [
         (
             s,
             s.create_app(
-                embedded_settings(s, data_dir, wiring, public_url, mail_catcher), bus=bus, migrate_on_start=True
+                embedded_settings(s, data_dir, wiring, public_url, mail_catcher, webhook_catcher),
+                bus=bus,
+                migrate_on_start=True,
             ),
         )
         for s in SERVICES
@@ -421,6 +429,11 @@ def create_embedded_app(
                 demo_data = await auth_svc.demo.ensure_demo_data(auth_app.state.runtime, password=demo_password)
                 approval_app = next(a for s, a in apps if s.name == approval_svc.main.DEFINITION.name)
                 await _demo_integrations(approval_app.state.runtime, demo_data)
+                if webhook_catcher is not None:
+                    notify_app = next(a for s, a in apps if s.name == notify_svc.main.DEFINITION.name)
+                    await webhook_catcher.ensure_demo_subscription(
+                        notify_app.state.runtime, demo_data.office_id, str(demo_data.users[auth_svc.demo.OFFICE_ADMIN])
+                    )
             if demo and ksef_sim_app is not None:
                 # The demo clients' KSeF data: invoices in the simulator, their tokens in the gateway's vault. The
                 # vault checks a token in KSeF over HTTP, i.e. through this server, which serves only once startup
@@ -465,6 +478,10 @@ def create_embedded_app(
                 lines.append(
                     f"  {'mail':<13} {public_url}{MAIL_PATH}  (e-mail caught on 127.0.0.1:{mail_catcher.port})"
                 )
+            if webhook_catcher is not None and demo:
+                lines.append(
+                    f"  {'webhooks':<13} {public_url}{WEBHOOKS_PATH}  (the demo office's deliveries, verified)"
+                )
             lines.append("  demo data: " + ("on (README, 'Demo accounts')" if demo else "off"))
             print("\n".join(lines), flush=True)
             yield
@@ -492,6 +509,8 @@ def create_embedded_app(
 
     if mail_catcher is not None:
         root.include_router(mail_catcher.router())  # before the /notify mount, which would take the path
+    if webhook_catcher is not None:
+        root.include_router(webhook_catcher.router())
     for service, sub_app in apps:
         root.mount(service.prefix, sub_app)
     if ksef_sim_app is not None:

@@ -285,6 +285,12 @@ async def test_2500_invoices_arrive_exactly_once_on_kafka_across_a_restart_and_o
     before_restart = await stored_count(second, nip)
     assert EXPORT_CAP <= before_restart < 2500, before_restart
     await wait_while_progressing(lambda: stored_count(second, nip), 2500, what="all 2 500 invoices")
+
+    # Each window's invoices commit as they come; the run's end (backfilled) commits after the last of them.
+    async def backfilled() -> bool:
+        return (await state_of(second, nip)).backfilled
+
+    await wait_until(backfilled, timeout=30, what="the run that stored the last window to end")
     state = await state_of(second, nip)
     assert state.backfilled and state.last_error is None and state.export_reference is None
 
