@@ -17,6 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -34,8 +36,9 @@ from platform_common.messaging.envelope import Envelope, EventContract
 from platform_common.problems import Problem
 from platform_common.runtime import ServiceRuntime
 from platform_common.sealing import generate_keypair
-from platform_common.settings import DatabaseSettings, MessagingSettings
+from platform_common.settings import DatabaseSettings, MessagingSettings, TelemetrySettings
 from platform_common.testing.http_receiver import Received, Receiver, Reply
+from platform_common.telemetry import Telemetry, setup_telemetry
 from platform_common.testing.smtp import SmtpCatcher
 
 PRIVATE, _PUBLIC = generate_keypair()
@@ -88,8 +91,10 @@ Runtime = Callable[..., Awaitable[ServiceRuntime]]
 async def runtime(db_url: str, catcher: SmtpCatcher) -> AsyncIterator[Runtime]:
     started: list[ServiceRuntime] = []
 
-    async def start(**hooks: Any) -> ServiceRuntime:
-        rt = ServiceRuntime(DEFINITION, _settings(db_url, catcher.port, **hooks), migrate_on_start=True)
+    async def start(telemetry: Telemetry | None = None, **hooks: Any) -> ServiceRuntime:
+        rt = ServiceRuntime(
+            DEFINITION, _settings(db_url, catcher.port, **hooks), telemetry=telemetry, migrate_on_start=True
+        )
         await rt.start()
         started.append(rt)
         return rt
@@ -408,3 +413,38 @@ async def test_targets_inside_the_network_are_refused_when_subscribing(runtime: 
             NewSubscription(url="http://erp.example/", event_types=["user.invited"], contact_email="erp@example.com"),
         )
     assert unknown.value.code == "unknown-event"  # an event that only mails one person is not public
+
+
+async def test_attempts_latency_and_backlog_are_opentelemetry_metrics_per_subscription(
+    runtime: Runtime, receiver: Receiver
+) -> None:
+    reader = InMemoryMetricReader()
+    telemetry = setup_telemetry(
+        "notify-svc", TelemetrySettings(), span_exporter=InMemorySpanExporter(), metric_reader=reader
+    )
+    rt = await runtime(telemetry=telemetry)
+    service, sender = webhook_subscriptions(rt), webhook_sender(rt)
+    receiver.reply = lambda r: Reply(503) if r.target == "/down" else Reply(200, b"ok")
+    up, _ = await _subscribe(service, _client(), receiver, path="/up")
+    down, _ = await _subscribe(service, _client(), receiver, path="/down")
+    await _publish(rt, _invoice()[0])
+
+    async def seen() -> bool:
+        statuses = await _statuses(rt, down)
+        return await _all_delivered(rt, up, 1)() and len(statuses) == 1 and sender.attempts_ended >= 3
+
+    await _until(sender, seen)
+    data = reader.get_metrics_data()
+    assert data is not None
+    points: dict[str, list[Any]] = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                points.setdefault(metric.name, []).extend(metric.data.data_points)
+    attempts = {(p.attributes["subscription_id"], p.attributes["outcome"]): p.value for p in points["webhook.attempts"]}
+    assert attempts[(str(up), "delivered")] == 1
+    assert attempts[(str(down), "retry")] >= 2
+    durations = {p.attributes["subscription_id"]: p.count for p in points["webhook.attempt.duration"]}
+    assert durations[str(up)] == 1 and durations[str(down)] >= 2
+    backlog = {p.attributes["subscription_id"]: p.value for p in points["webhook.backlog"]}
+    assert backlog.get(str(down)) == 1 and backlog.get(str(up), 0) == 0
