@@ -37,8 +37,8 @@ from platform_common.problems import Problem
 from platform_common.runtime import ServiceRuntime
 from platform_common.sealing import generate_keypair
 from platform_common.settings import DatabaseSettings, MessagingSettings, TelemetrySettings
-from platform_common.testing.http_receiver import Received, Receiver, Reply
 from platform_common.telemetry import Telemetry, setup_telemetry
+from platform_common.testing.http_receiver import Received, Receiver, Reply
 from platform_common.testing.smtp import SmtpCatcher
 
 PRIVATE, _PUBLIC = generate_keypair()
