@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+from aiosqlite.context import contextmanager
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -64,6 +67,54 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class _ReleasingCursor(aiosqlite.Cursor):
+    """An aiosqlite cursor that closes itself, in its connection's worker thread, when its statement fails.
+
+    A failed statement (a duplicate key on an idempotent insert, a lock wait that timed out) leaves its cursor in
+    a reference cycle through the exception's traceback, so the garbage collector frees it later, on the event
+    loop's thread; freeing an unclosed sqlite3 cursor resets its statement, which takes the connection's mutex.
+    If that pooled connection is by then busy-waiting for the write lock in its worker thread, the mutex is held
+    for up to ``busy_timeout`` (30 s) and the whole loop stops with it, the task holding the lock included: every
+    writer of the process stalled 30 s and then failed with "database is locked". A closed cursor has no statement
+    left to reset, so freeing it later touches nothing."""
+
+    async def execute(self, sql: str, parameters: Iterable[Any] | None = None) -> aiosqlite.Cursor:
+        try:
+            return await super().execute(sql, parameters)
+        except Exception:
+            await self._close_quietly()
+            raise
+
+    async def executemany(self, sql: str, parameters: Iterable[Iterable[Any]]) -> aiosqlite.Cursor:
+        try:
+            return await super().executemany(sql, parameters)
+        except Exception:
+            await self._close_quietly()
+            raise
+
+    async def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.close()
+
+
+class _ReleasingConnection(aiosqlite.Connection):
+    @contextmanager  # as aiosqlite's own: awaitable, and usable with ``async with``
+    async def cursor(self) -> aiosqlite.Cursor:
+        return _ReleasingCursor(self, await self._execute(self._conn.cursor))  # type: ignore[no-untyped-call]
+
+
+def _sqlite_connector(path: str) -> Callable[[], Awaitable[aiosqlite.Connection]]:
+    """What SQLAlchemy's aiosqlite dialect opens (``check_same_thread=False``, a daemon worker thread), with
+    ``_ReleasingCursor`` cursors."""
+
+    async def connect() -> aiosqlite.Connection:
+        connection = _ReleasingConnection(functools.partial(sqlite3.connect, path, check_same_thread=False), 64)
+        connection._thread.daemon = True  # as the dialect does: a worker never keeps the process alive
+        return await connection
+
+    return connect
+
+
 def _create_private(path: Path) -> None:
     """A new database file is the owner's alone (0600) whatever the umask; SQLite gives its -wal and -shm files the
     database file's mode, so they follow. An empty file is a valid empty database."""
@@ -98,7 +149,8 @@ def make_engine(settings: DatabaseSettings, schema: str) -> AsyncEngine:
         if url.database and url.database != ":memory:":
             _create_private(Path(url.database))
             _ensure_wal(url.database)
-        engine = create_async_engine(url, echo=settings.echo)
+        database = url.database or ":memory:"
+        engine = create_async_engine(url, echo=settings.echo, async_creator=_sqlite_connector(database))
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine.execution_options(schema_translate_map={schema: None})
     return create_async_engine(
