@@ -8,14 +8,13 @@ Served with uvicorn on a loopback port (not 8000): the vault checks a token in K
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from starlette.routing import Mount
 
@@ -29,7 +28,6 @@ from ksef_sim.domain.auth import KsefToken
 from ksef_sim.records import StoredInvoice
 from ksef_sim.state import Sim
 from platform_common.testing import wait_until
-from platform_common.testing.auth import loopback_socket, serve_on_loopback
 
 ACTIVE_NIP, PENDING_NIP = CLIENT_ACTIVE[1], CLIENT_PENDING[1]
 SEEDED = {c.nip: c.invoices for c in DEMO_CLIENTS}
@@ -59,27 +57,6 @@ def test_gateway_ksef_settings_from_the_environment_win(tmp_path: Path, monkeypa
     assert isinstance(settings, GatewaySettings)
     assert settings.ksef.sim_base_url == "http://ksef-sim.test:8090/v2"
     assert settings.ksef.environment is Environment.TEST
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
-    # Fast export polling and scheduler ticks: the first sync of each client is one export (REFERENCE.md §9).
-    monkeypatch.setenv("GATEWAY_SYNC__EXPORT_POLL_INTERVAL_S", "0.1")
-    monkeypatch.setenv("GATEWAY_SYNC__TICK_INTERVAL_S", "0.2")
-    data_dir = tmp_path / "data"
-
-    @asynccontextmanager
-    async def start() -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-        sock = loopback_socket()
-        app = create_embedded_app(data_dir, public_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
-        async with (
-            LifespanManager(app, startup_timeout=60),
-            serve_on_loopback(app, sock) as url,
-            httpx.AsyncClient(base_url=url, timeout=30) as client,
-        ):
-            yield app, client
-
-    return start
 
 
 async def _login(client: httpx.AsyncClient, email: str) -> dict[str, str]:

@@ -9,45 +9,20 @@ Served with uvicorn on a loopback port: notify-svc's sender posts to this server
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
-import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from auth_svc.demo import CLIENT_ACTIVE, DEMO_PASSWORD, OFFICE_ADMIN
-from ksef_hub.embedded import create_embedded_app
 from ksef_hub.webhook_catcher import WEBHOOKS_PATH
 from platform_common.testing import wait_until
-from platform_common.testing.auth import loopback_socket, serve_on_loopback
 
 _NAME, NIP = CLIENT_ACTIVE
 
 Hub = Callable[[], AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
-    monkeypatch.setenv("GATEWAY_SYNC__EXPORT_POLL_INTERVAL_S", "0.1")
-    monkeypatch.setenv("GATEWAY_SYNC__TICK_INTERVAL_S", "0.2")
-    data_dir = tmp_path / "data"
-
-    @asynccontextmanager
-    async def start() -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-        sock = loopback_socket()
-        app = create_embedded_app(data_dir, public_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
-        async with (
-            LifespanManager(app, startup_timeout=60),
-            serve_on_loopback(app, sock) as url,
-            httpx.AsyncClient(base_url=url, timeout=30) as client,
-        ):
-            yield app, client
-
-    return start
 
 
 async def _received(client: httpx.AsyncClient) -> list[dict[str, Any]]:
