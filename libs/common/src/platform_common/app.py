@@ -9,9 +9,10 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from platform_common.auth import Authenticator, install_authenticator, install_client_access, public
+from platform_common.auth import Authenticator, install_authenticator, install_client_access, public, require
 from platform_common.limits import install_http_limits
 from platform_common.logging import configure_logging
+from platform_common.messaging.ops_api import ops_router
 from platform_common.messaging.transport import InProcessBus
 from platform_common.problems import install_problem_handlers, problem_response
 from platform_common.runtime import ServiceDefinition, ServiceRuntime
@@ -83,6 +84,7 @@ def create_service_app(
     install_problem_handlers(app)
     install_http_limits(app, settings.http_limits)
     app.include_router(health_router())
+    app.include_router(ops_router(definition.operator or require("ops")))
     for router in definition.routers:
         app.include_router(router)
     if telemetry.enabled:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter
 from sqlalchemy import MetaData, Table
@@ -52,6 +52,9 @@ class ServiceDefinition:
     # A service that serves clients' data to offices keeps the live projection of who may read whom
     # (platform_common.client_access): its table here, and the runtime follows integration.changed into it.
     client_access: Table | None = None
+    # The dependency admitting a platform operator to the shared /ops endpoints (platform_common.messaging.ops_api);
+    # ``require("ops")`` unless given. auth-svc, which verifies credentials itself, gives its own.
+    operator: Callable[..., Any] | None = None
     version: str = "0.1.0"
     description: str = ""
 

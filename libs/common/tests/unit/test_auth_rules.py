@@ -142,3 +142,38 @@ def test_the_shared_health_endpoints_are_public(tmp_path: object) -> None:
     found = {e.path: e for e in assert_every_route_has_a_rule(app)}
     assert found["/healthz"].rules[0].kind is RuleKind.PUBLIC
     assert found["/readyz"].rules[0].kind is RuleKind.PUBLIC
+
+
+OPS_ENDPOINTS = {"/ops/messaging", "/ops/dead-letters", "/ops/dead-letters/{dead_letter_id}/replay"}
+
+
+def test_every_service_app_has_the_messaging_endpoints_behind_the_ops_permission() -> None:
+    definition = ServiceDefinition(
+        name="t-svc",
+        schema="t",
+        metadata=(metadata := make_metadata("t")),
+        tables=add_messaging_tables(metadata),
+        migrations="unused:migrations",
+    )
+    app = create_service_app(definition, ServiceSettings(messaging={"transport": "inprocess"}))
+    found = {e.path: e for e in assert_every_route_has_a_rule(app) if e.path in OPS_ENDPOINTS}
+    assert found.keys() == OPS_ENDPOINTS
+    for endpoint in found.values():
+        assert AuthRule(RuleKind.PERMISSION, permission="ops") in endpoint.rules, endpoint
+
+
+def test_a_service_with_its_own_verification_gives_its_own_operator_dependency() -> None:
+    def own_ops() -> None: ...
+
+    mark(own_ops, AuthRule(RuleKind.PERMISSION, permission="ops"))
+    definition = ServiceDefinition(
+        name="issuer",
+        schema="t",
+        metadata=(metadata := make_metadata("t")),
+        tables=add_messaging_tables(metadata),
+        migrations="unused:migrations",
+        operator=own_ops,
+    )
+    app = create_service_app(definition, ServiceSettings(messaging={"transport": "inprocess"}))
+    [messaging] = [e for e in endpoints(app) if e.path == "/ops/messaging"]
+    assert messaging.rules == (AuthRule(RuleKind.PERMISSION, permission="ops"),)

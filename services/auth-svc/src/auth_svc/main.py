@@ -5,6 +5,7 @@ from auth_svc.accounts import api as accounts
 from auth_svc.api_keys import api as api_keys
 from auth_svc.audit import api as audit
 from auth_svc.db import messaging_tables, metadata
+from auth_svc.dependencies import require_ops
 from auth_svc.members import api as members
 from auth_svc.organisations import api as organisations
 from auth_svc.relations import api as relations
@@ -44,6 +45,8 @@ DEFINITION = ServiceDefinition(
         audit.router,
     ),
     subscriptions=subscriptions,
+    # The issuer checks credentials itself, the shared /ops endpoints included.
+    operator=require_ops,
     description="Organisations, users, roles, API keys and the JWTs every service verifies.",
 )
 

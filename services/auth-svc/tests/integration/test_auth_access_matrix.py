@@ -44,7 +44,13 @@ class Case:
 
 def _p(template: str, w: World) -> str:
     return template.format(
-        A=w.orgs["A"], B=w.orgs["B"], C=w.orgs["C"], E=w.orgs["E"], acc=w.users["a_accountant"], cm=w.users["c_member"]
+        A=w.orgs["A"],
+        B=w.orgs["B"],
+        C=w.orgs["C"],
+        E=w.orgs["E"],
+        acc=w.users["a_accountant"],
+        cm=w.users["c_member"],
+        absent=999_999,  # an id that names nothing: an operator gets past the gate and hears 404
     )
 
 
@@ -114,6 +120,10 @@ CASES = [
     Case("POST", "/me/totp", (200, 200, 200, 200, 200, 200)),
     Case("GET", "/roles", (200, 200, 200, 200, 200, 200)),
     Case("GET", "/admin/signing-keys", (403, 403, 403, 403, 200, 403)),
+    # The platform's messaging endpoints, shared by every service, checked here with auth-svc's own verification.
+    Case("GET", "/ops/messaging", (403, 403, 403, 403, 200, 403)),
+    Case("GET", "/ops/dead-letters", (403, 403, 403, 403, 200, 403)),
+    Case("POST", "/ops/dead-letters/{absent}/replay", (403, 403, 403, 403, 404, 403)),
     Case("POST", "/internal/introspect", (403, 403, 403, 403, 403, 403), lambda w, r: {"api_key": "khk_x_y"}),
     Case(
         "PUT",

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import pydantic
 from opentelemetry import metrics, propagate, trace
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,6 +49,14 @@ class Subscription:
     name: str
     topic: str
     handler: Handler
+
+
+class UnknownDeadLetter(LookupError):
+    """No pending dead letter has this id (never one, or already replayed)."""
+
+
+class NoSubscription(LookupError):
+    """The letter's subscription is not (or no longer) part of this service."""
 
 
 class Outcome(StrEnum):
@@ -228,19 +236,22 @@ class Dispatcher:
         """
         t = self.tables.dead_letter
         async with self.db.sessionmaker() as session, session.begin():
+            # Marked in the statement that finds it: of two concurrent replays of one letter, one runs it.
             row = (
-                await session.execute(select(t).where(t.c.id == dead_letter_id, t.c.replayed_at.is_(None)))
+                await session.execute(
+                    update(t)
+                    .where(t.c.id == dead_letter_id, t.c.replayed_at.is_(None))
+                    .values(replayed_at=datetime.now(UTC))
+                    .returning(t.c.consumer, t.c.topic, t.c.message_key, t.c.payload)
+                )
             ).one_or_none()
             if row is None:
-                raise LookupError(f"no pending dead letter {dead_letter_id}")
+                raise UnknownDeadLetter(f"no pending dead letter {dead_letter_id}")
             sub = next((s for s in self.subscriptions(row.topic) if s.name == row.consumer), None)
             if sub is None:
-                raise LookupError(f"no subscription {row.consumer!r} for {row.topic}")
-            await session.execute(update(t).where(t.c.id == dead_letter_id).values(replayed_at=datetime.now(UTC)))
-        outcomes = await self._deliver_to(
-            sub, row.topic, row.message_key, row.payload.encode(), f"replay:{dead_letter_id}"
-        )
-        return outcomes
+                # Raising rolls the mark back: the letter stays pending for a release that has the handler.
+                raise NoSubscription(f"no subscription {row.consumer!r} for {row.topic}")
+        return await self._deliver_to(sub, row.topic, row.message_key, row.payload.encode(), f"replay:{dead_letter_id}")
 
     async def _deliver_to(self, sub: Subscription, topic: str, key: str | None, value: bytes, source: str) -> Outcome:
         started = time.perf_counter()

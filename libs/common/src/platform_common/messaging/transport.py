@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from platform_common.messaging.dispatch import DLT_SUFFIX, DeadLetter, Dispatcher
@@ -24,6 +25,19 @@ from platform_common.settings import KafkaSettings
 from platform_common.tasks import STOP_GRACE_S, finish_or_cancel
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    # None until the group has committed an offset there (nothing consumed yet): the lag is unknown then.
+    committed: int | None
+    end: int
+
+    @property
+    def lag(self) -> int | None:
+        return max(0, self.end - self.committed) if self.committed is not None else None
 
 
 class Transport(abc.ABC):
@@ -110,6 +124,7 @@ class KafkaTransport(Transport):
         self._extra_topics = set(topics)
         self._producer: Any = None
         self._consumers: list[Any] = []
+        self._consumed: list[tuple[Any, Dispatcher]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -145,6 +160,7 @@ class KafkaTransport(Transport):
             dispatcher.dead_letter_sinks.append(self._publish_dead_letter)
             consumer = await self._start_consumer(dispatcher)
             self._consumers.append(consumer)
+            self._consumed.append((consumer, dispatcher))
             self._tasks.append(
                 asyncio.create_task(self._consume(consumer, dispatcher), name=f"kafka-consumer:{dispatcher.group}")
             )
@@ -294,6 +310,30 @@ class KafkaTransport(Transport):
                 await consumer.position(partition)
         return bool(self._consumers)
 
+    async def consumer_lag(self) -> list[PartitionLag]:
+        """Per partition of every topic this service's consumer group reads: the group's committed offset against
+        the partition's end, asked of the broker through the running consumer (one OffsetFetch per partition, one
+        ListOffsets per leader). Covers the whole group, not only this replica's partitions: committed offsets are
+        the group's, whoever committed them."""
+        from aiokafka import TopicPartition
+
+        found: list[PartitionLag] = []
+        for consumer, dispatcher in self._consumed:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in dispatcher.topics
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            if not partitions:
+                continue
+            ends = await consumer.end_offsets(partitions)
+            committed = await asyncio.gather(*(consumer.committed(tp) for tp in partitions))
+            found.extend(
+                PartitionLag(tp.topic, tp.partition, c, int(ends[tp]))
+                for tp, c in zip(partitions, committed, strict=True)
+            )
+        return found
+
     async def stop(self) -> None:
         # Stop between deliveries rather than cancel one half-way (its transaction would stay open until the
         # connection is collected); a fetch waits at most 500 ms, so the loops end quickly.
@@ -305,6 +345,7 @@ class KafkaTransport(Transport):
             with contextlib.suppress(Exception):
                 await consumer.stop()
         self._consumers.clear()
+        self._consumed.clear()
         for d in self._dispatchers:
             if self._publish_dead_letter in d.dead_letter_sinks:
                 d.dead_letter_sinks.remove(self._publish_dead_letter)
