@@ -4,6 +4,7 @@ from ksef_gateway.communication.api import router as communication_router
 from ksef_gateway.db import client_access, messaging_tables, metadata
 from ksef_gateway.delegation.api import router as delegation_router
 from ksef_gateway.delegation.consumers import subscriptions
+from ksef_gateway.operations.api import router as operations_router
 from ksef_gateway.outages.api import router as outages_router
 from ksef_gateway.purchases.api import router as purchases_router
 from ksef_gateway.sales.api import router as sales_router
@@ -24,6 +25,7 @@ for router in (
     purchases_router,
     sales_router,
     outages_router,
+    operations_router,
 ):
     api_router.include_router(router)
 

@@ -21,6 +21,7 @@ from ksef_gateway.delegation.service import DelegatingCredentials, Delegation, S
 from ksef_gateway.ksef import KsefClients
 from ksef_gateway.ksef.client import GATEWAY_PRODUCT
 from ksef_gateway.ksef.environments import Environment, base_url
+from ksef_gateway.operations.service import Operations
 from ksef_gateway.outages.latarnia import HttpLatarnia, latarnia_url
 from ksef_gateway.outages.monitor import AvailabilityMonitor
 from ksef_gateway.outages.service import Availability
@@ -170,6 +171,21 @@ class Gateway:
             per_context=sales.per_context if runtime.db.engine.dialect.name != "sqlite" else 1,
             poll=PollSchedule(first_s=sales.poll_first_s, max_s=sales.poll_max_s),
             batch_threshold=sales.batch_threshold,
+        )
+
+        # The operators' overview reads every capability above through its service; it starts nothing itself.
+        self.operations = Operations(
+            replica_id=ksef.replica_id,
+            sync=self.sync_service,
+            vault=self.vault,
+            delegation=self.delegation,
+            sales=self.sales,
+            communication_log=self.communication_log,
+            budget=self.budget,
+            sessions=self.sessions,
+            online_sessions=self.online_sessions,
+            leases=self.leases,
+            availability=self.availability,
         )
 
     async def start(self) -> None:

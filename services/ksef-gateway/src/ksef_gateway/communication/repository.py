@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, case, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ksef_gateway.db import communication_log
@@ -80,6 +80,44 @@ async def entries_of(conn: AsyncConnection, context_nip: str, *, limit: int, bef
         )
         for row in rows
     ]
+
+
+def _rate_limited() -> Any:
+    # KSeF's 429: never retried inside one logged call (ksef/client.py), so every 429 KSeF gave is one row.
+    return func.sum(case((communication_log.c.http_status == 429, 1), else_=0))
+
+
+async def call_counts(
+    conn: AsyncConnection, context_nips: Sequence[str], since: datetime
+) -> dict[str, tuple[int, int]]:
+    """Per context of ``context_nips``: KSeF calls logged since ``since`` and how many KSeF answered with 429."""
+    table = communication_log
+    query = (
+        select(table.c.context_nip, func.count(), _rate_limited())
+        .where(table.c.context_nip.in_(list(context_nips)), table.c.at >= since)
+        .group_by(table.c.context_nip)
+    )
+    rows = (await conn.execute(query)).tuples()
+    return {nip: (int(calls), int(limited or 0)) for nip, calls, limited in rows}
+
+
+async def hourly_counts(
+    conn: AsyncConnection, starts: Sequence[datetime], context_nip: str | None
+) -> dict[int, tuple[int, int]]:
+    """Calls and 429s per bucket ``[starts[i], starts[i + 1])`` (the last one open-ended), keyed by ``i``; empty
+    buckets are left out. The bucket is a CASE over bound instants, so the one query reads the ``at`` index range on
+    SQLite and PostgreSQL alike (no dialect's date functions)."""
+    table = communication_log
+    bucket = case(*[(table.c.at >= start, index) for index, start in reversed(list(enumerate(starts)))])
+    inner = select(bucket.label("bucket"), table.c.http_status).where(table.c.at >= starts[0])
+    if context_nip is not None:
+        inner = inner.where(table.c.context_nip == context_nip)
+    sub = inner.subquery()
+    query = select(sub.c.bucket, func.count(), func.sum(case((sub.c.http_status == 429, 1), else_=0))).group_by(
+        sub.c.bucket
+    )
+    rows = (await conn.execute(query)).tuples()
+    return {int(index): (int(calls), int(limited or 0)) for index, calls, limited in rows}
 
 
 async def purge_older_than(conn: AsyncConnection, cutoff: datetime) -> int:

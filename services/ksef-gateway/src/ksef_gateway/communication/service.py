@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from ksef_gateway.communication import repository
 from ksef_gateway.communication.repository import LogEntry
@@ -25,6 +27,13 @@ log = logging.getLogger(__name__)
 # for support and audit, never worth the memory of a replica whose database is gone.
 MAX_PENDING = 10_000
 WRITE_BATCH = 500
+
+
+@dataclass(frozen=True)
+class HourOfCalls:
+    start: datetime
+    calls: int
+    rate_limited: int  # of those, answered 429 by KSeF
 
 
 class CommunicationLog:
@@ -106,6 +115,25 @@ class CommunicationLog:
         await self.flush()
         async with self._db.engine.connect() as conn:
             return await repository.entries_of(conn, context_nip, limit=limit, before_id=before_id)
+
+    async def call_counts(self, context_nips: Sequence[str], *, since: datetime) -> dict[str, tuple[int, int]]:
+        """Per context: (KSeF calls, of them 429s) logged since ``since``; contexts without calls are left out."""
+        if not context_nips:
+            return {}
+        await self.flush()
+        async with self._db.engine.connect() as conn:
+            return await repository.call_counts(conn, context_nips, since)
+
+    async def hourly(self, hours: int, *, context_nip: str | None = None) -> list[HourOfCalls]:
+        """KSeF calls and 429s per clock hour (UTC) over the last ``hours`` hours, oldest first, the current hour
+        last (so far); across every context, or one. Reads every replica's rows, so it is the platform's figure."""
+        await self.flush()
+        now = self._clock()
+        current = now.replace(minute=0, second=0, microsecond=0)
+        starts = [current - timedelta(hours=hours - 1 - i) for i in range(hours)]
+        async with self._db.engine.connect() as conn:
+            counts = await repository.hourly_counts(conn, starts, context_nip)
+        return [HourOfCalls(start, *counts.get(i, (0, 0))) for i, start in enumerate(starts)]
 
     async def purge(self, retention: timedelta) -> int:
         """Delete entries older than ``retention``; returns how many."""

@@ -133,6 +133,14 @@ async def access_of(session: AsyncSession, client_nip: str, *, lock: bool = Fals
     return _access(row) if row is not None else None
 
 
+async def client_nips_after(session: AsyncSession, after: str | None, limit: int) -> list[str]:
+    """The first ``limit`` client NIPs with a delegated-access record above ``after``, in NIP order."""
+    query = select(delegated_access.c.client_nip)
+    if after is not None:
+        query = query.where(delegated_access.c.client_nip > after)
+    return list((await session.execute(query.order_by(delegated_access.c.client_nip).limit(limit))).scalars())
+
+
 async def active_accesses(session: AsyncSession) -> list[DelegatedAccess]:
     rows = (await session.execute(select(delegated_access).where(delegated_access.c.active.is_(True)))).mappings()
     return [_access(row) for row in rows]

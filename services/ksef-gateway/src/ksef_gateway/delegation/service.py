@@ -265,6 +265,11 @@ class Delegation:
         async with self._db.sessionmaker() as session:
             return await repository.access_of(session, client_nip)
 
+    async def client_nips(self, *, after: str | None, limit: int) -> list[str]:
+        """Client NIPs with a delegated-access record (active or not), in NIP order after ``after``."""
+        async with self._db.sessionmaker() as session:
+            return await repository.client_nips_after(session, after, limit)
+
     async def usable_access(self, client_nip: str) -> DelegatedAccess | None:
         access = await self.access(client_nip)
         return access if access is not None and access.usable else None

@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import Row, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ksef_gateway.db import sales_auto_send, sales_invoice, sales_invoice_history
@@ -161,6 +161,64 @@ class SalesRepository:
             .group_by(sales_invoice.c.status)
         )
         return {status: int(n) for status, n in result.tuples()}
+
+    # --- the operators' overview ----------------------------------------------------------------------------
+
+    async def client_nips_after(self, after: str | None, limit: int) -> list[str]:
+        """The first ``limit`` client NIPs with a sales invoice above ``after``, in NIP order (keyset paging)."""
+        query = select(sales_invoice.c.client_nip).distinct()
+        if after is not None:
+            query = query.where(sales_invoice.c.client_nip > after)
+        result = await self.session.execute(query.order_by(sales_invoice.c.client_nip).limit(limit))
+        return list(result.scalars())
+
+    async def counts_of(self, client_nips: Collection[str]) -> dict[str, dict[str, int]]:
+        """Invoices per status, per client of ``client_nips``."""
+        result = await self.session.execute(
+            select(sales_invoice.c.client_nip, sales_invoice.c.status, func.count())
+            .where(sales_invoice.c.client_nip.in_(list(client_nips)))
+            .group_by(sales_invoice.c.client_nip, sales_invoice.c.status)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for nip, status, n in result.tuples():
+            counts.setdefault(nip, {})[status] = int(n)
+        return counts
+
+    async def stuck_of(self, client_nips: Collection[str], before: datetime) -> dict[str, tuple[int, datetime]]:
+        """Per client: invoices in ``sending``/``submitted`` that have not moved since before ``before`` (the sender
+        sets ``updated_at`` on each transition only; a status poll that finds KSeF still processing leaves it), and
+        the oldest such move."""
+        result = await self.session.execute(
+            select(sales_invoice.c.client_nip, func.count(), func.min(sales_invoice.c.updated_at))
+            .where(
+                sales_invoice.c.client_nip.in_(list(client_nips)),
+                sales_invoice.c.status.in_([SalesStatus.SENDING.value, SalesStatus.SUBMITTED.value]),
+                sales_invoice.c.updated_at < before,
+            )
+            .group_by(sales_invoice.c.client_nip)
+        )
+        # min() takes its argument's type, so the oldest move comes back as an aware UTC datetime on SQLite too.
+        return {nip: (int(n), oldest) for nip, n, oldest in result.tuples()}
+
+    async def offline_queue_of(self, client_nips: Collection[str]) -> dict[str, tuple[int, date | None, int]]:
+        """Per client: invoices issued offline still waiting to reach KSeF (held, queued, sending, submitted), their
+        nearest legal deadline, and how many have no deadline yet (the outage they hang on has not ended)."""
+        waiting = [SalesStatus.HELD, SalesStatus.QUEUED, SalesStatus.SENDING, SalesStatus.SUBMITTED]
+        result = await self.session.execute(
+            select(
+                sales_invoice.c.client_nip,
+                func.count(),
+                func.min(sales_invoice.c.offline_deadline),
+                func.sum(case((sales_invoice.c.offline_deadline.is_(None), 1), else_=0)),
+            )
+            .where(
+                sales_invoice.c.client_nip.in_(list(client_nips)),
+                sales_invoice.c.offline_mode.is_not(None),
+                sales_invoice.c.status.in_([s.value for s in waiting]),
+            )
+            .group_by(sales_invoice.c.client_nip)
+        )
+        return {nip: (int(n), nearest, int(open_ or 0)) for nip, n, nearest, open_ in result.tuples()}
 
     # --- offline invoices and their deadlines ---------------------------------------------------------------
 

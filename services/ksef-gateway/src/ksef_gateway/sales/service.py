@@ -53,6 +53,18 @@ class Submitted:
     replayed: bool  # answered from an earlier request with the same Idempotency-Key
 
 
+@dataclass(frozen=True)
+class SalesBacklog:
+    """A client's sales invoices as the operators' overview shows them."""
+
+    by_status: dict[str, int]
+    stuck: int  # sending or submitted, not moved for longer than the caller's threshold
+    stuck_since: datetime | None  # the oldest of those moves
+    offline_queued: int  # issued offline, not yet in KSeF (held, queued, sending, submitted)
+    offline_nearest_deadline: date | None
+    offline_awaiting_deadline: int  # of those, without a deadline while their outage goes on
+
+
 class SalesInvoices:
     def __init__(
         self,
@@ -319,6 +331,30 @@ class SalesInvoices:
     ) -> Sequence[Row[Any]]:
         async with self._db.sessionmaker() as session:
             return await SalesRepository(session).page(client_nip, status=status, after=after, limit=limit)
+
+    # --- the operators' overview ----------------------------------------------------------------------------
+
+    async def client_nips(self, *, after: str | None, limit: int) -> list[str]:
+        """Client NIPs with a sales invoice, in NIP order after ``after``."""
+        async with self._db.sessionmaker() as session:
+            return await SalesRepository(session).client_nips_after(after, limit)
+
+    async def backlogs(self, client_nips: Sequence[str], *, stuck_after: timedelta) -> dict[str, SalesBacklog]:
+        """Each client's invoices per status, those stuck in processing, and its offline queue; one query of each
+        kind for all of ``client_nips``."""
+        if not client_nips:
+            return {}
+        async with self._db.sessionmaker() as session:
+            repository = SalesRepository(session)
+            counts = await repository.counts_of(client_nips)
+            stuck = await repository.stuck_of(client_nips, self.clock() - stuck_after)
+            offline = await repository.offline_queue_of(client_nips)
+        backlogs = {}
+        for nip in client_nips:
+            stuck_n, stuck_since = stuck.get(nip, (0, None))
+            queued, nearest, awaiting = offline.get(nip, (0, None, 0))
+            backlogs[nip] = SalesBacklog(counts.get(nip, {}), stuck_n, stuck_since, queued, nearest, awaiting)
+        return backlogs
 
     # --- auto-send rules, held invoices, backfill -------------------------------------------------------------
 

@@ -51,6 +51,20 @@ async def load_clients(session: AsyncSession, nips: Iterable[str]) -> dict[str, 
     return {row.client_nip: _client(row) for row in rows}
 
 
+async def client_nips_after(session: AsyncSession, after: str | None, limit: int) -> list[str]:
+    """The first ``limit`` NIPs with sync settings or sync state above ``after``, in NIP order (keyset paging)."""
+    queries = []
+    for column in (sync_client.c.client_nip, sync_state.c.client_nip):
+        query = select(column.label("nip")).distinct()
+        if after is not None:
+            query = query.where(column > after)
+        queries.append(query.order_by(column).limit(limit))
+    nips: set[str] = set()
+    for query in queries:
+        nips.update((await session.execute(query)).scalars())
+    return sorted(nips)[:limit]
+
+
 async def upsert_client(session: AsyncSession, nip: str, now: datetime, **values: Any) -> ClientSync:
     existing = await load_client(session, nip)
     if existing is None:

@@ -91,7 +91,26 @@ class SyncService:
 
     async def status(self, nip: str) -> SyncStatus:
         """The client's sync state per subject type; ``UnknownClient`` when nothing is known of it."""
-        context = await self._active(nip)
+        return await self._status(nip, await self._active(nip))
+
+    async def statuses(self, nips: Sequence[str]) -> dict[str, SyncStatus]:
+        """``status`` of each of ``nips`` the sync knows (the others are left out), reading the vault's active
+        contexts once for all of them (the operators' overview asks for a page of clients at a time)."""
+        active = {c.nip: c for c in await self._vault.active_contexts()}
+        found: dict[str, SyncStatus] = {}
+        for nip in nips:
+            try:
+                found[nip] = await self._status(nip, active.get(nip))
+            except UnknownClient:
+                continue
+        return found
+
+    async def known_nips(self, *, after: str | None, limit: int) -> list[str]:
+        """NIPs with sync settings or sync state, in NIP order after ``after``."""
+        async with self._sessions() as session:
+            return await repository.client_nips_after(session, after, limit)
+
+    async def _status(self, nip: str, context: ActiveContext | None) -> SyncStatus:
         enabled = _subjects_of(context)
         async with self._sessions() as session:
             client = await repository.load_client(session, nip)

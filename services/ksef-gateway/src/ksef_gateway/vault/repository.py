@@ -121,6 +121,14 @@ async def all_credentials(session: AsyncSession) -> list[StoredCredential]:
     return [_stored(row) for row in rows]
 
 
+async def context_nips_after(session: AsyncSession, after: str | None, limit: int) -> list[str]:
+    """The first ``limit`` context NIPs with a credential above ``after``, in NIP order (keyset paging)."""
+    query = select(credential.c.context_nip)
+    if after is not None:
+        query = query.where(credential.c.context_nip > after)
+    return list((await session.execute(query.order_by(credential.c.context_nip).limit(limit))).scalars())
+
+
 async def key_usage(session: AsyncSession) -> dict[str, int]:
     """Master key id -> how many credentials' data keys it wraps."""
     rows = await session.execute(select(credential.c.master_key_id, func.count()).group_by(credential.c.master_key_id))

@@ -269,6 +269,11 @@ class Vault:
             )
         return contexts
 
+    async def context_nips(self, *, after: str | None, limit: int) -> list[str]:
+        """Context NIPs with a credential (any status), in NIP order after ``after``."""
+        async with self._db.sessionmaker() as session:
+            return await repository.context_nips_after(session, after, limit)
+
     async def key_usage(self) -> dict[str, int]:
         async with self._db.sessionmaker() as session:
             return await repository.key_usage(session)
