@@ -11,14 +11,30 @@ SERVICE ?=
 PYTEST_ARGS ?=
 INFRA_ENV = eval "$$(bash scripts/infra.sh env)"
 
-.PHONY: help setup run infra-up infra-down infra-status test test-unit test-repeat lint fmt migrate bench clean
+.PHONY: help setup ui browser run infra-up infra-down infra-status test test-unit test-repeat lint fmt migrate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: ## install uv if missing and sync the locked environment (.venv)
+setup: ## install uv if missing, sync the locked environment (.venv) and build the web UI (ui/dist)
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
 	@$(UV) sync --frozen --all-packages --quiet
+	@$(MAKE) -s ui
+
+# The web UI: npm ci from the lock (only when the lock changed), then tsc and the copy of the vendored chart
+# library (only when a source changed). ui/dist is what the runner serves at / and what a static server would.
+UI_SOURCES := $(shell find ui/src ui/static -type f 2>/dev/null) ui/package.json ui/tsconfig.json ui/build.mjs
+ui: ui/dist/.built ## build the web UI bundle (npm ci + tsc; Node.js and npm from Debian when missing)
+
+ui/node_modules/.package-lock.json: ui/package-lock.json
+	@bash scripts/web-ui.sh node
+	@cd ui && npm ci --no-audit --no-fund --loglevel=error
+
+ui/dist/.built: ui/node_modules/.package-lock.json $(UI_SOURCES)
+	@cd ui && rm -rf dist && npm run --silent build && touch dist/.built
+
+browser: ## Debian's Chromium for the browser tests (installed when missing)
+	@bash scripts/web-ui.sh chromium
 
 run: setup ## start the whole platform in one process (embedded mode) on http://127.0.0.1:8000 (DEMO=0: no demo data)
 	@$(UV) run --frozen ksef-hub run $(if $(PORT),--port $(PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
@@ -33,7 +49,7 @@ infra-down: ## stop PostgreSQL and Kafka
 infra-status:
 	@bash scripts/infra.sh status
 
-test: setup infra-up ## set everything up and run the whole suite against real PostgreSQL and Kafka
+test: setup infra-up browser ## set everything up and run the whole suite against real PostgreSQL and Kafka
 	@$(INFRA_ENV); $(MAKE) migrate MIGRATE_URL="$$KSEF_HUB_TEST_PG_DSN"
 	@$(MAKE) lint
 	@$(INFRA_ENV); $(UV) run --frozen pytest $(PYTEST_ARGS)
@@ -46,7 +62,7 @@ test-repeat: setup infra-up ## run the e2e tests N times each (N=10, TESTS=tests
 	@$(INFRA_ENV); $(UV) run --frozen pytest $(TESTS) --count=$(N) -x -q $(PYTEST_ARGS)
 
 test-unit: setup ## only the tests that need no infrastructure
-	@$(UV) run --frozen pytest -m "not postgres and not kafka" $(PYTEST_ARGS)
+	@$(UV) run --frozen pytest -m "not postgres and not kafka and not browser" $(PYTEST_ARGS)
 
 lint: setup ## ruff, mypy and import-linter (no service imports another; libs/common imports no service)
 	@$(UV) run --frozen ruff check .
@@ -72,4 +88,4 @@ bench: setup infra-up ## run the benchmarks in bench/ and print their figures (n
 	@$(INFRA_ENV); for b in bench/bench_*.py; do $(UV) run --frozen python "$$b"; done
 
 clean: ## remove the environment, caches and embedded data (infra state stays: make infra-down; rm -rf .cache)
-	rm -rf .venv .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .data .pytest_cache .mypy_cache .ruff_cache .artefacts ui/node_modules ui/dist

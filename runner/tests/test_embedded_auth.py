@@ -19,6 +19,7 @@ from starlette.routing import Mount
 from auth_svc.demo import ACCOUNTANT, CLIENT_ACTIVE, CLIENT_PENDING, DEMO_PASSWORD, OFFICE_ADMIN
 from auth_svc.settings import AuthSettings
 from ksef_hub.embedded import AUTH_PREFIX, KSEF_SIM_PREFIX, SERVICES, create_embedded_app, local_url
+from ksef_hub.web_ui import ASSETS_PATH
 from platform_common.auth.rules import RuleKind, endpoints
 from platform_common.settings import ServiceSettings
 from platform_common.testing.auth import assert_every_route_has_a_rule, loopback_socket, serve_on_loopback
@@ -46,11 +47,13 @@ class TestRouteRules:
             if e.path.startswith(f"{KSEF_SIM_PREFIX}/")
         }
         assert sim, "the simulator's routes are visible to the check"
-        found = {e.path: e for e in assert_every_route_has_a_rule(app, exempt=sim)}
+        # The web UI's bundle (scripts, styles): files of the build, no datum of anybody's.
+        static = {f"{ASSETS_PATH}/{{path}}": "the web UI's static bundle"}
+        found = {e.path: e for e in assert_every_route_has_a_rule(app, exempt=sim | static)}
         # The check saw into every mounted service (an opaque mount would have no rules and fail above).
         for path in ("/auth/login", "/buffer/clients/{nip}/whoami", "/gateway/readyz", "/notify/healthz"):
             assert found[path].rules, path
-        for path in ("/", "/healthz"):
+        for path in ("/", "/services", "/ui-config", "/healthz"):
             assert [r.kind for r in found[path].rules] == [RuleKind.PUBLIC], path
 
 

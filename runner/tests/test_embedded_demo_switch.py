@@ -74,7 +74,7 @@ class TestWithoutDemoData:
         async with started(app) as client:
             assert (await client.get(f"{KSEF_SIM_PREFIX}/v2/security/public-key-certificates")).status_code == 404
             assert (await client.get(f"{KSEF_SIM_PREFIX}/_sim/faults")).status_code == 404
-            assert "ksefSimulator" not in (await client.get("/")).json()
+            assert "ksefSimulator" not in (await client.get("/services")).json()
             assert await _login(client) == 401
         assert not list(data_dir.glob("ksef-sim*")), "no simulator state or token file"
 

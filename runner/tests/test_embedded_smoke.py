@@ -70,7 +70,7 @@ async def test_embedded_runner_serves_every_service_and_stops_cleanly_on_sigint(
             bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
             whoami = await client.get(f"/buffer/clients/{CLIENT_ACTIVE[1]}/whoami", headers=bearer)
             assert whoami.status_code == 200, whoami.text
-            index = (await client.get("/")).json()
+            index = (await client.get("/services")).json()
             assert set(index["services"]) == {
                 "auth-svc",
                 "ksef-gateway",

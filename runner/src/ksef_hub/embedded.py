@@ -44,6 +44,7 @@ from ksef_gateway.settings import GatewaySettings
 from ksef_gateway.wiring import Gateway
 from ksef_hub.demo import ensure_demo_ksef, ensure_demo_month
 from ksef_hub.mail_catcher import MAIL_PATH, EmbeddedMailCatcher
+from ksef_hub.web_ui import install_web_ui
 from ksef_hub.webhook_catcher import WEBHOOKS_PATH, EmbeddedWebhookCatcher
 from ksef_sim.main import create_app as create_ksef_sim_app
 from ksef_sim.operator_token import token_file
@@ -467,6 +468,7 @@ def create_embedded_app(
             # SQLite then creates with the database file's mode) whatever the umask of this process.
             secure_data_dir(data_dir)
             lines = [f"KSeF Hub (embedded) is up at {public_url} - data in {data_dir}"]
+            lines.append(f"  {'web UI':<13} {public_url}/  (log in with a demo account listed there)")
             lines += [f"  {s.name:<13} {public_url}{s.prefix}  (ready: {public_url}{s.prefix}/readyz)" for s, _ in apps]
             if ksef_sim_app is not None:
                 lines.append(
@@ -489,12 +491,15 @@ def create_embedded_app(
     root = FastAPI(title="KSeF Hub (embedded)", lifespan=lifespan)
     install_problem_handlers(root)
 
-    @root.get("/", summary="What runs here", dependencies=[Depends(public("service directory; links only"))])
+    install_web_ui(root, demo=demo, demo_password=demo_password)
+
+    @root.get("/services", summary="What runs here", dependencies=[Depends(public("service directory; links only"))])
     async def index(request: Request) -> dict[str, Any]:
         base = str(request.base_url).rstrip("/")
         return {
             "product": "KSeF Hub",
             "mode": "embedded",
+            "webUi": base + "/",
             "services": {s.name: {"url": base + s.prefix, "docs": f"{base}{s.prefix}/docs"} for s, _ in apps},
             **(
                 {"ksefSimulator": {"url": f"{base}{KSEF_SIM_PREFIX}/v2", "docs": f"{base}{KSEF_SIM_PREFIX}/docs"}}

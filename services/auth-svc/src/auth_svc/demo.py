@@ -25,6 +25,9 @@ OFFICE_ADMIN = "admin@biuro.example.com"
 ACCOUNTANT = "ksiegowa@biuro.example.com"
 CLIENT_OWNER = "wlasciciel@piekarnia.example.com"
 CLIENT_MEMBER = "pracownik@piekarnia.example.com"
+# The pending client's owner: the consent request's mail goes to this address, and once the office has activated
+# the integration this account decides that client's invoices (the whole handshake walkable in the web UI).
+PENDING_CLIENT_OWNER = "zarzad@hurtownia-nowak.example.com"
 
 
 @dataclass
@@ -59,6 +62,7 @@ async def ensure_demo_data(
         (ACCOUNTANT, office, Role.OFFICE_ACCOUNTANT, [active]),
         (CLIENT_OWNER, active, Role.CLIENT_OWNER, None),
         (CLIENT_MEMBER, active, Role.CLIENT_MEMBER, None),
+        (PENDING_CLIENT_OWNER, pending, Role.CLIENT_OWNER, None),
     ]
     for email, org, role, clients in accounts:
         data.users[email], _ = await service.members.ensure_user(email, password, org, role, client_ids=clients)
