@@ -64,6 +64,10 @@ const DICT = {
   "buffer.unlock": ["Odblokuj miesiąc", "Unlock the month"],
   "buffer.approvedOk": ["Miesiąc zatwierdzony; biuro zostało powiadomione.", "Month approved; the office was told."],
   "buffer.unlockedOk": ["Miesiąc odblokowany.", "Month unlocked."],
+  "buffer.blockedUnverified": [
+    "Zatwierdzenie możliwe, gdy każda faktura ma decyzję „Księguj” albo „Nie księguj”; niezweryfikowanych",
+    "The month can be approved once every invoice is 'Book' or 'Don't book'; still unverified",
+  ],
   "buffer.lateArrivals": ["faktury dosłane po zatwierdzeniu", "invoices that arrived after approval"],
   "buffer.counts": ["Niezweryfikowane / Księguj / Nie księguj", "Unverified / Book / Don't book"],
   "buffer.date": ["Data", "Date"],
@@ -224,6 +228,13 @@ const DICT = {
   "ops.clients": ["Klienci (NIP)", "Clients (NIP)"],
   "ops.calls": ["Wywołania KSeF i odpowiedzi 429 na godzinę", "KSeF calls and 429 answers per hour"],
   "ops.replay": ["Odtwórz", "Replay"],
+  "ops.replayed": ["odtworzony", "replayed"],
+  "ops.lastSync": ["Ostatnia synchronizacja", "Last sync"],
+  "ops.hwmLag": ["Opóźnienie HWM", "HWM lag"],
+  "ops.budgetLeft": ["Limit pozostały (1 h)", "Budget left (1 h)"],
+  "ops.exports": ["Eksporty w toku", "Exports in flight"],
+  "ops.sessions": ["Sesje KSeF", "KSeF sessions"],
+  "ops.stuck": ["Utknięte w przetwarzaniu", "Stuck in processing"],
 } satisfies Record<string, [string, string]>;
 
 export type Key = keyof typeof DICT;

@@ -74,7 +74,7 @@ export async function renderClientBuffer(main: HTMLElement, user: Me, [chosen]: 
       " ",
       h("span", { "data-counts": "" }, `${t("buffer.counts")}: ${c.unverified} / ${c.book} / ${c.dont_book}`),
       m.late_arrivals ? h("span", { class: "tag warn" }, ` ${m.late_arrivals} ${t("buffer.lateArrivals")}`) : null,
-      m.blocked_by && m.state === "open" ? h("p", { class: "hint" }, m.blocked_by.detail) : null,
+      m.blocked_by && m.state === "open" ? h("p", { class: "hint" }, blockedText(m)) : null,
       m.state === "approved" ? h("p", { class: "hint" }, t("buffer.locked")) : null,
     ]);
     actions.replaceChildren();
@@ -125,4 +125,10 @@ export async function renderClientBuffer(main: HTMLElement, user: Me, [chosen]: 
   }
   if (period) main.append(await list.load());
   else main.append(h("p", {}, t("buffer.empty")));
+}
+
+/** Why the month cannot be approved yet, in the page's language where the reason is known. */
+function blockedText(m: Month): string {
+  if (m.blocked_by?.code === "unverified-invoices") return `${t("buffer.blockedUnverified")}: ${m.counts.unverified}`;
+  return m.blocked_by?.detail ?? "";
 }

@@ -17,79 +17,141 @@ export async function renderOps(main: HTMLElement, _user: Me): Promise<void> {
   main.append(h("h1", {}, t("ops.title")));
   const [health, messaging, letters, clients, calls] = await Promise.all([
     Promise.all(SERVICES.map((s) => get<Json>(`/${s}/readyz`).then((r) => String(r.status)).catch((e: Error) => `✕ ${e.message}`))),
-    Promise.all(SERVICES.map((s) => get<Json>(`/${s}/ops/messaging`).catch(() => null))),
-    Promise.all(SERVICES.map((s) => get<Json>(`/${s}/ops/dead-letters`, { limit: 20 }).catch(() => null))),
-    get<Json>("/gateway/ops/clients", { limit: 200 }).catch(() => null),
-    get<Json>("/gateway/ops/ksef-calls", { hours: 24 }).catch(() => null),
+    Promise.all(SERVICES.map((s) => get<Messaging>(`/${s}/ops/messaging`).catch(() => null))),
+    Promise.all(SERVICES.map((s) => get<DeadLetter[]>(`/${s}/ops/dead-letters`, { limit: 20 }).catch(() => null))),
+    get<Overview>("/gateway/ops/clients", { limit: 100 }).catch(() => null),
+    get<{ hours: Point[] }>("/gateway/ops/ksef-calls", { hours: 24 }).catch(() => null),
   ]);
 
   const hs = [t("ops.service"), t("ops.health"), t("ops.outbox"), t("ops.oldest"), t("ops.consumers"), t("ops.deadLetters")];
   main.append(
     h("h2", {}, t("ops.health")),
     table(hs, SERVICES.map((s, i) => {
-      const m = messaging[i] as Json | null;
-      const outbox = (m?.outbox ?? {}) as Json;
-      const consumers = ((m?.consumers ?? []) as Json[]).map((c) => `${String(c.name)}: ${num(c.processed)}${c.lag_s !== undefined || c.lagS !== undefined ? ` (lag ${seconds((c.lag_s ?? c.lagS) as number)})` : ""}`);
-      const dead = (m?.dead_letters ?? m?.deadLetters ?? {}) as Json;
-      return row(hs, [s, h("span", { class: health[i] === "ready" ? "tag ok" : "tag warn" }, health[i]), num(outbox.pending), seconds((outbox.oldest_pending_age_s ?? outbox.oldestPendingAgeS) as number | null), consumers.join(" · ") || "—", num(dead.pending)]);
+      const m = messaging[i] as Messaging | null;
+      const consumers = (m?.consumers ?? []).map(
+        (c) => `${c.name}: ${c.processed}${c.lag !== null ? ` (lag ${c.lag})` : ""}${c.last_processed_at ? ` · ${when(c.last_processed_at)}` : ""}`,
+      );
+      return row(hs, [
+        s,
+        h("span", { class: health[i] === "ready" ? "tag ok" : "tag warn" }, health[i]),
+        num(m?.outbox.pending),
+        seconds(m?.outbox.oldest_pending_age_s ?? null),
+        consumers.length ? h("ul", { class: "plain" }, consumers.map((c) => h("li", {}, c))) : "—",
+        num(m?.dead_letters.pending),
+      ], { "data-service": s });
     })),
   );
 
-  const dl = SERVICES.flatMap((s, i) => {
-    const page = letters[i] as Json | null;
-    const items = (Array.isArray(page) ? page : ((page?.items ?? []) as Json[])) as Json[];
-    return items.map((l) => [s, l] as const);
-  });
-  const dh = [t("ops.service"), t("ledger.at"), "topic", t("buffer.reason"), t("common.actions")];
+  const dl = SERVICES.flatMap((s, i) => (letters[i] ?? []).map((l) => [s, l] as const));
+  const dh = [t("ops.service"), t("ledger.at"), t("ops.consumers"), t("buffer.reason"), t("common.actions")];
   main.append(
     h("h2", {}, t("ops.deadLetters")),
     dl.length
-      ? table(dh, dl.map(([s, l]) => row(dh, [s, when(String(l.created_at ?? l.createdAt ?? "")), `${String(l.topic)} · ${String(l.consumer ?? l.subscription ?? "")}`, String(l.reason ?? ""), l.replayed_at || l.replayedAt ? when(String(l.replayed_at ?? l.replayedAt)) : button(t("ops.replay"), () => void post(`/${s}/ops/dead-letters/${String(l.id)}/replay`).then(() => window.dispatchEvent(new HashChangeEvent("hashchange"))).catch((e: Error) => announce(e.message, "error")), { class: "small" })])))
+      ? table(dh, dl.map(([s, l]) => row(dh, [
+          s,
+          when(l.created_at),
+          `${l.consumer} · ${l.topic} · ${l.attempts}×`,
+          l.reason,
+          l.replayed_at
+            ? `${t("ops.replayed")} ${when(l.replayed_at)}`
+            : button(t("ops.replay"), () => void post(`/${s}/ops/dead-letters/${l.id}/replay`).then(() => window.dispatchEvent(new HashChangeEvent("hashchange"))).catch((e: Error) => announce(e.message, "error")), { class: "small" }),
+        ])))
       : h("p", {}, t("common.none")),
   );
 
-  const items = ((clients?.items ?? clients?.clients ?? []) as Json[]) ?? [];
-  if (items.length) {
-    const keys = Object.keys(items[0]!).filter((k) => k !== "nip" && k !== "client_nip");
-    const ch = ["NIP", ...keys];
+  if (clients) {
+    const open = clients.availability?.open ?? [];
     main.append(
       h("h2", {}, t("ops.clients")),
-      table(ch, items.map((c) => row(ch, [h("span", { class: "mono" }, String(c.nip ?? c.client_nip)), ...keys.map((k) => describe(c[k]))]))),
+      h("p", {}, `${t("sales.availability")}: `, h("span", { class: open.length ? "tag warn" : "tag ok" }, open.length ? `${open.length} outage(s)` : "OK"), ` · ${when(clients.as_of)}`),
+    );
+    const ch = ["NIP", t("ops.lastSync"), t("ops.hwmLag"), "429 / 1 h", t("ops.budgetLeft"), t("ops.exports"), t("ops.sessions"), t("ops.stuck"), t("sales.offlineQueue")];
+    main.append(
+      clients.items.length
+        ? table(ch, clients.items.map((c) => {
+            const subjects = c.sync.subjects.map((x) => `${x.subject_type}: ${x.outcome}${x.finished_at ? ` ${when(x.finished_at)}` : ""}${x.last_error ? ` — ${x.last_error}` : ""}`);
+            const budget = c.ksef.budget_this_hour;
+            const left = ["invoiceExport", "invoiceMetadata", "invoiceDownload"].filter((g) => budget[g]).map((g) => `${g.replace("invoice", "")} ${budget[g]!.remaining}/${budget[g]!.limit}`);
+            return row(ch, [
+              h("span", { class: "mono" }, c.client_nip),
+              subjects.length ? h("ul", { class: "plain" }, subjects.map((x) => h("li", {}, x))) : "—",
+              seconds(c.sync.max_lag_seconds),
+              h("span", { class: c.ksef.rate_limited_last_hour ? "tag warn" : "" }, `${c.ksef.rate_limited_last_hour} / ${c.ksef.calls_last_hour}`),
+              left.join(" · ") || "—",
+              String(c.sync.exports_in_flight.length),
+              `${c.sessions.authenticated ? "auth" : "—"} · ${c.sessions.online.length}`,
+              String(c.sales.stuck_in_processing),
+              `${c.sales.offline_queue}${c.sales.offline_nearest_deadline ? ` · ${when(c.sales.offline_nearest_deadline)}` : ""}`,
+            ], { "data-nip": c.client_nip });
+          }))
+        : h("p", {}, t("common.none")),
     );
   }
-  if (calls) main.append(h("h2", {}, t("ops.calls")), await chart(calls));
+  if (calls) main.append(h("h2", {}, t("ops.calls")), await chart(calls.hours));
 }
 
-function describe(value: unknown): string {
-  if (value === null || value === undefined) return "—";
-  if (typeof value === "string" && /^\d{4}-\d{2}-\d{2}T/.test(value)) return when(value);
-  if (Array.isArray(value)) return value.map(describe).join(", ");
-  if (typeof value === "object") return Object.entries(value as Json).map(([k, v]) => `${k}: ${describe(v)}`).join("; ");
-  return String(value);
+interface Messaging {
+  service: string;
+  outbox: { pending: number; oldest_pending_age_s: number | null; published_last_hour: number | null };
+  consumers: { name: string; topic: string | null; processed: number; last_processed_at: string | null; lag: number | null }[];
+  dead_letters: { pending: number };
+}
+
+interface DeadLetter {
+  id: number;
+  consumer: string;
+  topic: string;
+  reason: string;
+  attempts: number;
+  created_at: string;
+  replayed_at: string | null;
+}
+
+interface ClientOverview {
+  client_nip: string;
+  sync: {
+    subjects: { subject_type: string; outcome: string; finished_at: string | null; last_error: string | null }[];
+    max_lag_seconds: number | null;
+    exports_in_flight: unknown[];
+  };
+  ksef: {
+    calls_last_hour: number;
+    rate_limited_last_hour: number;
+    budget_this_hour: Record<string, { limit: number; used: number; remaining: number }>;
+  };
+  sessions: { authenticated: boolean; online: unknown[] };
+  sales: { stuck_in_processing: number; offline_queue: number; offline_nearest_deadline: string | null };
+}
+
+interface Overview {
+  as_of: string;
+  availability: { available: boolean; open: unknown[] } | null;
+  items: ClientOverview[];
+  next_cursor: string | null;
 }
 
 interface Point {
-  hour: string;
+  start: string;
   calls: number;
-  rate_limited?: number;
-  throttled?: number;
+  rate_limited: number;
 }
 
-async function chart(data: Json): Promise<HTMLElement> {
-  const points = ((data.items ?? data.hours ?? data.series ?? []) as Point[]) ?? [];
-  const box = h("div", { class: "chart", role: "img", "aria-label": `${t("ops.calls")}: ${points.map((p) => `${p.hour} ${p.calls}/${p.rate_limited ?? p.throttled ?? 0}`).join(", ")}` });
+async function chart(points: Point[]): Promise<HTMLElement> {
   if (!points.length) return h("p", {}, t("common.none"));
+  const label = `${t("ops.calls")}: ${points.map((p) => `${p.start.slice(11, 16)} ${p.calls}/${p.rate_limited}`).join(", ")}`;
+  const box = h("div", { class: "chart", role: "img", "aria-label": label });
   // The module is loaded only here: the other pages never pay for it.
-  const { default: uPlot } = (await import("../../vendor/uPlot.esm.js" as string)) as { default: new (opts: unknown, data: unknown, el: HTMLElement) => unknown };
-  const xs = points.map((p) => Date.parse(p.hour) / 1000);
+  const path = "../../vendor/uPlot.esm.js";
+  const { default: uPlot } = (await import(path)) as {
+    default: new (opts: unknown, data: unknown, el: HTMLElement) => unknown;
+  };
   new uPlot(
     {
       width: Math.min(900, window.innerWidth - 40),
       height: 220,
       series: [{}, { label: "calls", stroke: "#1f5fa8" }, { label: "429", stroke: "#b3261e" }],
-      axes: [{}, {}],
     },
-    [xs, points.map((p) => p.calls), points.map((p) => p.rate_limited ?? p.throttled ?? 0)],
+    [points.map((p) => Date.parse(p.start) / 1000), points.map((p) => p.calls), points.map((p) => p.rate_limited)],
     box,
   );
   return box;
