@@ -63,7 +63,8 @@ async def _log_in(page: Page, base: str, email: str) -> None:
 
 
 async def _first_sync_done(client: httpx.AsyncClient, office: dict[str, str]) -> int:
-    """Waits for the client's first sync to finish and buffer-svc to hold every invoice it fetched."""
+    """Waits for the client's first sync to finish, buffer-svc to hold every invoice it fetched and approval-svc's
+    months (counted from buffer-svc's events, a moment later) to count them all."""
     stored: list[int] = []
 
     async def done() -> bool:
@@ -71,10 +72,12 @@ async def _first_sync_done(client: httpx.AsyncClient, office: dict[str, str]) ->
         months = await client.get(f"/buffer/clients/{CLIENT_NIP}/months", headers=office)
         if months.status_code != 200 or not sync.get("subjects"):
             return False
+        approval = await client.get(f"/approval/clients/{CLIENT_NIP}/months", headers=office)
         in_buffer = sum(m["entries"] for m in months.json())
+        counted = sum(m["counts"]["entries"] for m in approval.json()) if approval.status_code == 200 else -1
         finished = all(s["backfilled"] and not s["running"] for s in sync["subjects"])
         stored[:] = [sync["invoices_stored"]]
-        return finished and sync["invoices_stored"] > 0 and in_buffer == sync["invoices_stored"]
+        return finished and sync["invoices_stored"] > 0 and in_buffer == counted == sync["invoices_stored"]
 
     await wait_until(done, timeout=120, what="the first sync of the new client, all in the buffer")
     return stored[0]

@@ -20,6 +20,8 @@ export async function renderClientBuffer(main: HTMLElement, user: Me, [chosen]: 
   const months = await get<Month[]>(`/approval/clients/${nip}/months`);
   const period = chosen ?? months.find((m) => m.state === "open" && m.counts.entries)?.period ?? months[0]?.period;
   const month = months.find((m) => m.period === period);
+  // The month chosen by default goes into the address, so a reload (or a shared link) shows the same month.
+  if (!chosen && period) history.replaceState(null, "", `#/client/buffer/${period}`);
 
   const picker = h(
     "select",
