@@ -157,10 +157,32 @@ async function sales(nip: string, user: Me): Promise<HTMLElement> {
     ]),
   );
   const offline = page.items.filter((i) => i.offline_deadline && !["accepted", "duplicate"].includes(i.status));
+  const month = h("input", { type: "month", value: new Date().toISOString().slice(0, 7), "aria-label": t("buffer.month") });
+  const progress = h("div", { "aria-live": "polite" });
+  // A backfill releases the month's held invoices into the queue; its progress is the share of them with a final
+  // KSeF status, read again until none is left in flight (or the page is left).
+  const backfill = async () => {
+    const out = await post<{ released: number }>(`/gateway/clients/${nip}/sales-backfill`, undefined, { month: month.value });
+    const watch = async () => {
+      const now = await get<{ items: SalesInvoice[] }>(base, { limit: 100 });
+      const ofMonth = now.items.filter((i) => i.issue_date.startsWith(month.value) && i.status !== "held");
+      const inFlight = ofMonth.filter((i) => ["queued", "sending", "submitted"].includes(i.status)).length;
+      progress.replaceChildren(
+        h("label", { for: "backfill-progress" }, `${t("sales.backfill")}: ${out.released} · ${ofMonth.length - inFlight}/${ofMonth.length}`),
+        " ",
+        h("progress", { id: "backfill-progress", max: Math.max(ofMonth.length, 1), value: ofMonth.length - inFlight }),
+      );
+      if (inFlight && progress.isConnected) window.setTimeout(() => void watch(), 1500);
+    };
+    await watch();
+  };
   return h(
     "section",
     { "aria-label": t("sales.title") },
     h("h2", {}, t("sales.title")),
+    can(user, "ksef.send")
+      ? h("div", { class: "toolbar" }, month, button(t("sales.backfill"), () => void backfill().catch((e: Error) => announce(e.message, "error"))), progress)
+      : null,
     availability ? h("p", {}, `${t("sales.availability")}: `, h("span", { class: availability.available ? "tag ok" : "tag warn" }, availability.available ? "OK" : "offline")) : null,
     h("p", {}, `${t("sales.offlineQueue")}: ${offline.length}`),
     rows.length ? table(headers, rows) : h("p", {}, t("common.none")),
