@@ -178,7 +178,8 @@ async def test_handshake_over_kafka_postgres_and_smtp(
             transport = app.state.runtime.transport
             assert isinstance(transport, KafkaTransport)
             await wait_until(transport.positioned, timeout=60, what="the consumers to join at the topics' end")
-        await auth_svc.demo.ensure_demo_data(auth_app.state.runtime)
+        # Without the pending client's demo owner: nobody of the client company is on the platform yet.
+        await auth_svc.demo.ensure_demo_data(auth_app.state.runtime, pending_client_owner=False)
         login = await auth.post("/login", json={"email": OFFICE_ADMIN, "password": DEMO_PASSWORD})
         admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
         office_id = (await auth.get("/me", headers=admin)).json()["context"]["org"]

@@ -67,6 +67,6 @@ async function deliveries(s: Subscription, box: HTMLElement): Promise<void> {
   box.replaceChildren(
     h("h2", {}, `${t("webhooks.deliveries")}: ${s.url}`),
     button(t("webhooks.replayFailed"), () => void post(`/notify/webhooks/subscriptions/${s.id}/replay`, { failed: true }).then(() => deliveries(s, box))),
-    table(headers, items.map((d) => row(headers, [when(d.created_at), d.event_type, d.client_nip ?? "", [d.status, d.last_status_code ? ` (${d.last_status_code})` : "", d.last_error ? h("small", { class: "hint" }, ` ${d.last_error}`) : null], String(d.attempts), button(t("webhooks.replay"), () => void post(`/notify/webhooks/deliveries/${d.id}/replay`).then(() => deliveries(s, box)).catch((e: Error) => announce(e.message, "error")), { class: "small" })]))),
+    table(headers, items.map((d) => row(headers, [when(d.created_at), d.event_type, d.client_nip ?? "", [d.status, d.last_status_code ? ` (${d.last_status_code})` : "", d.last_error ? h("small", { class: "hint" }, ` ${d.last_error}`) : null], String(d.attempts), button(t("webhooks.replay"), () => void post(`/notify/webhooks/deliveries/${d.id}/replay`).then(() => deliveries(s, box)).catch((e: Error) => announce(e.message, "error")), { class: "small" })], { "data-delivery": d.id }))),
   );
 }

@@ -39,7 +39,11 @@ class DemoData:
 
 
 async def ensure_demo_data(
-    runtime: ServiceRuntime, service: AuthService | None = None, *, password: str = DEMO_PASSWORD
+    runtime: ServiceRuntime,
+    service: AuthService | None = None,
+    *,
+    password: str = DEMO_PASSWORD,
+    pending_client_owner: bool = True,
 ) -> DemoData:
     """One office with an active client (and a pending one), and a user for every role; ``password`` is set on the
     accounts created now (the runner takes another one to serve beyond loopback)."""
@@ -62,8 +66,9 @@ async def ensure_demo_data(
         (ACCOUNTANT, office, Role.OFFICE_ACCOUNTANT, [active]),
         (CLIENT_OWNER, active, Role.CLIENT_OWNER, None),
         (CLIENT_MEMBER, active, Role.CLIENT_MEMBER, None),
-        (PENDING_CLIENT_OWNER, pending, Role.CLIENT_OWNER, None),
     ]
+    if pending_client_owner:
+        accounts.append((PENDING_CLIENT_OWNER, pending, Role.CLIENT_OWNER, None))
     for email, org, role, clients in accounts:
         data.users[email], _ = await service.members.ensure_user(email, password, org, role, client_ids=clients)
     await service.keys.current()
