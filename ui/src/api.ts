@@ -179,10 +179,15 @@ export const patch = <T>(path: string, body: unknown): Promise<T> => request<T>(
 export const put = <T>(path: string, body: unknown): Promise<T> => request<T>("PUT", path, { body });
 export const del = <T>(path: string): Promise<T> => request<T>("DELETE", path);
 
-/** A file the API serves behind a bearer token: fetched, then handed to the browser as a download. */
-export async function download(path: string, filename: string, query?: Query): Promise<void> {
+/** Bytes received so far, and the total when the server said it (a streamed bundle has no Content-Length). */
+export type Progress = (received: number, total: number | null) => void;
+
+/** A file the API serves behind a bearer token: fetched (reporting progress as it arrives), then handed to the
+ * browser as a download. */
+export async function download(path: string, filename: string, query?: Query, progress?: Progress): Promise<void> {
   const response = await raw("GET", path, { query, accept: "*/*" });
-  const url = URL.createObjectURL(await response.blob());
+  const blob = progress && response.body ? await readAll(response, progress) : await response.blob();
+  const url = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = url;
   a.download = filename;
@@ -190,6 +195,23 @@ export async function download(path: string, filename: string, query?: Query): P
   a.click();
   a.remove();
   window.setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+async function readAll(response: Response, progress: Progress): Promise<Blob> {
+  const length = Number(response.headers.get("content-length"));
+  const total = Number.isFinite(length) && length > 0 ? length : null;
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+  const chunks: Uint8Array[] = [];
+  let received = 0;
+  progress(0, total);
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    received += value.byteLength;
+    progress(received, total);
+  }
+  return new Blob(chunks as BlobPart[], { type: response.headers.get("content-type") ?? "application/octet-stream" });
 }
 
 /** An image or document behind a bearer token, as an object URL for <img> or <iframe>. */

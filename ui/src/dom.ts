@@ -83,3 +83,13 @@ export function row(headers: string[], cells: (Child | Child[])[], attrs: Attrs 
 export function button(label: string, onclick: (ev: Event) => void, attrs: Attrs = {}): HTMLButtonElement {
   return h("button", { type: "button", ...attrs, onclick: onclick as EventListener }, label);
 }
+
+/** Render the current page again (the router listens for hash changes): after an action changed what it shows. */
+export function reload(): void {
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
+}
+
+/** A refused call's message (the problem's detail) in the live region, as an error. */
+export function fail(err: unknown): void {
+  announce(err instanceof Error ? err.message : String(err), "error");
+}

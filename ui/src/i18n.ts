@@ -68,6 +68,10 @@ const DICT = {
     "Zatwierdzenie możliwe, gdy każda faktura ma decyzję „Księguj” albo „Nie księguj”; niezweryfikowanych",
     "The month can be approved once every invoice is 'Book' or 'Don't book'; still unverified",
   ],
+  "buffer.blockedImported": [
+    "Odblokowanie nie jest już możliwe: biuro zaimportowało faktury z tego miesiąca; zaimportowanych",
+    "The month can no longer be unlocked: the office has imported its invoices; imported",
+  ],
   "buffer.lateArrivals": ["faktury dosłane po zatwierdzeniu", "invoices that arrived after approval"],
   "buffer.counts": ["Niezweryfikowane / Księguj / Nie księguj", "Unverified / Book / Don't book"],
   "buffer.date": ["Data", "Date"],
@@ -109,6 +113,8 @@ const DICT = {
   "buffer.csv": ["Gotowe do księgowania (CSV)", "Ready to book (CSV)"],
   "buffer.json": ["Gotowe do księgowania (JSON)", "Ready to book (JSON)"],
   "buffer.zip": ["Paczka dla ERP (ZIP z XML)", "ERP bundle (ZIP of XML)"],
+  "buffer.zipRunning": ["Pobieranie paczki", "Downloading the bundle"],
+  "buffer.zipDone": ["Paczka pobrana", "Bundle downloaded"],
   "buffer.grossMin": ["Brutto od", "Gross from"],
   "buffer.grossMax": ["Brutto do", "Gross to"],
   "buffer.sellerNip": ["NIP sprzedawcy", "Seller NIP"],
@@ -123,6 +129,26 @@ const DICT = {
     "Biuro prosi o zgodę. Otwórz link z wiadomości wysłanej na",
     "The office asks for your consent. Open the link in the message sent to",
   ],
+  "offices.consentFor": ["Zgoda dla biura", "Consent for the office"],
+  "offices.scope": [
+    "Biuro prosi o odczyt faktur zakupowych z KSeF, decyzji (księgować / nie księgować) i opisów.",
+    "The office asks to read purchase invoices from KSeF, decisions (book / don't book) and descriptions.",
+  ],
+  "offices.scopeWithSales": [
+    "Biuro prosi o odczyt faktur zakupowych z KSeF, decyzji i opisów oraz o wysyłanie faktur sprzedażowych do KSeF w imieniu firmy.",
+    "The office asks to read purchase invoices from KSeF, decisions and descriptions, and to send sales invoices to KSeF on the company's behalf.",
+  ],
+  "offices.accessMode": ["Jak biuro ma wchodzić do KSeF w imieniu firmy?", "How does the office get into KSeF on the company's behalf?"],
+  "offices.grant": [
+    "Uprawnienie w KSeF dla NIP {nip} (zalecane; odbierzesz je w KSeF w każdej chwili)",
+    "A KSeF permission for NIP {nip} (recommended; you can take it back in KSeF at any time)",
+  ],
+  "offices.token": ["Token KSeF (przechowywany zaszyfrowany, nigdy nie pokazywany)", "A KSeF token (stored encrypted, never shown)"],
+  "offices.agree": ["Wyrażam zgodę", "I agree"],
+  "offices.refuse": ["Odmawiam", "I refuse"],
+  "offices.confirmRefuse": ["Odmówić? Biuro dostanie informację o odmowie.", "Refuse? The office is told of the refusal."],
+  "offices.agreed": ["zgoda udzielona; biuro dostanie kod aktywacyjny", "consent given; the office gets the activation code"],
+  "offices.refused": ["odmowa wysłana", "refusal sent"],
   "offices.suspend": ["Zawieś", "Suspend"],
   "offices.resume": ["Wznów", "Resume"],
   "offices.revoke": ["Odwołaj zgodę", "Revoke consent"],
@@ -235,6 +261,7 @@ const DICT = {
   "ops.exports": ["Eksporty w toku", "Exports in flight"],
   "ops.sessions": ["Sesje KSeF", "KSeF sessions"],
   "ops.stuck": ["Utknięte w przetwarzaniu", "Stuck in processing"],
+  "ops.webhookFailures": ["Webhooki: porzucone / ponawiane / w kolejce", "Webhooks: given up / retrying / queued"],
 } satisfies Record<string, [string, string]>;
 
 export type Key = keyof typeof DICT;

@@ -50,16 +50,13 @@ def ui_dir() -> Path:
 
 
 def demo_accounts() -> list[dict[str, Any]]:
-    office, _ = auth_svc.demo.OFFICE
-    client, _ = auth_svc.demo.CLIENT_ACTIVE
-    pending, _ = auth_svc.demo.CLIENT_PENDING
     return [
-        {"email": auth_svc.demo.CLIENT_OWNER, "role": "client_owner", "organisation": client},
-        {"email": auth_svc.demo.CLIENT_MEMBER, "role": "client_member", "organisation": client},
-        {"email": auth_svc.demo.PENDING_CLIENT_OWNER, "role": "client_owner", "organisation": pending},
-        {"email": auth_svc.demo.OFFICE_ADMIN, "role": "office_admin", "organisation": office},
-        {"email": auth_svc.demo.ACCOUNTANT, "role": "office_accountant", "organisation": office},
-        {"email": auth_svc.demo.OPERATOR, "role": "ops", "organisation": None},
+        {
+            "email": a.email,
+            "role": a.role.value,
+            "organisation": a.organisation[0] if a.organisation is not None else None,
+        }
+        for a in auth_svc.demo.ACCOUNTS
     ]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import expect
 
 from auth_svc.demo import CLIENT_ACTIVE, CLIENT_OWNER, OFFICE_ADMIN, OPERATOR
 from platform_common.testing.browser import Pages
@@ -39,13 +39,6 @@ PAGES = {
 }
 
 
-async def _log_in(page: Page, base: str, email: str) -> None:
-    await page.goto(base + "/")
-    await page.get_by_role("button", name=f"Użyj: {email}").click()
-    await page.get_by_role("button", name="Zaloguj").click()
-    await expect(page.get_by_role("button", name="Wyloguj")).to_be_visible()
-
-
 def _summary(violations: list[dict[str, Any]]) -> str:
     return "; ".join(
         f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}" for v in violations
@@ -62,7 +55,7 @@ async def test_main_pages_have_no_serious_or_critical_axe_violations(hub: Any, p
         found = {"login": await pages.axe(login)}
         for email, routes in PAGES.items():
             page = await pages.new(axe=True)
-            await _log_in(page, base, email)
+            await pages.log_in(page, base, email)
             for route, heading in routes:
                 await page.goto(f"{base}/{route}")
                 await expect(page.get_by_role("heading", name=heading).first).to_be_visible()
@@ -98,7 +91,7 @@ async def test_the_clients_buffer_fits_a_phone_and_speaks_english(hub: Any, page
     async with hub() as (app, client):
         await app.state.demo_month
         page = await pages.new(phone=True)
-        await _log_in(page, str(client.base_url).rstrip("/"), CLIENT_OWNER)
+        await pages.log_in(page, str(client.base_url).rstrip("/"), CLIENT_OWNER)
         await expect(page.locator("tr[data-entry]").first).to_be_visible()
         # One card per invoice, each value labelled by its column, and nothing wider than the screen.
         overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import expect
 
 from approval_svc.demo import DEMO_CLIENT_EMAIL, DEMO_RETURN_EMAIL
 from auth_svc.demo import CLIENT_PENDING, DEMO_PASSWORD, OFFICE_ADMIN, PENDING_CLIENT_OWNER
@@ -54,14 +54,6 @@ async def _next_mail(client: httpx.AsyncClient, recipient: str, pattern: re.Patt
     return found[0]  # the catcher lists newest first
 
 
-async def _log_in(page: Page, base: str, email: str) -> None:
-    await page.goto(base + "/")
-    # The login page lists the demo accounts; one click fills the form (the password is the README's).
-    await page.get_by_role("button", name=f"Użyj: {email}").click()
-    await page.get_by_role("button", name="Zaloguj").click()
-    await expect(page.get_by_role("button", name="Wyloguj")).to_be_visible()
-
-
 async def _first_sync_done(client: httpx.AsyncClient, office: dict[str, str]) -> int:
     """Waits for the client's first sync to finish, buffer-svc to hold every invoice it fetched and approval-svc's
     months (counted from buffer-svc's events, a moment later) to count them all."""
@@ -90,7 +82,7 @@ async def test_office_and_client_walk_the_whole_loop_in_the_browser(hub: Any, pa
 
         # 1. The office asks the client for consent through the form.
         office_page = await pages.new()
-        await _log_in(office_page, base, OFFICE_ADMIN)
+        await pages.log_in(office_page, base, OFFICE_ADMIN)
         await expect(office_page.get_by_role("heading", name="Klienci biura")).to_be_visible()
         seen = len(await _mails(client, DEMO_CLIENT_EMAIL, CONSENT_LINK))
         form = office_page.get_by_role("form", name="Poproś klienta o zgodę")
@@ -137,7 +129,7 @@ async def test_office_and_client_walk_the_whole_loop_in_the_browser(hub: Any, pa
 
         # 5. The client decides: one invoice by hand, the same seller's next one by the suggestion, the rest in bulk.
         client_page = await pages.new()
-        await _log_in(client_page, base, PENDING_CLIENT_OWNER)
+        await pages.log_in(client_page, base, PENDING_CLIENT_OWNER)
         await expect(client_page.get_by_role("heading", name="Bufor zakupów i kosztów")).to_be_visible()
         period = await client_page.get_by_label("Miesiąc").input_value()
         owner = await _bearer(client, PENDING_CLIENT_OWNER)
@@ -201,6 +193,11 @@ async def test_office_and_client_walk_the_whole_loop_in_the_browser(hub: Any, pa
         bundle = await downloading.value
         path = artefacts / "bundle.zip"
         await bundle.save_as(path)
+        # The progress the bundle showed ends with the size that arrived.
+        await expect(office_page.locator('[data-progress="zip"]')).to_contain_text("Paczka pobrana")
+        shown = await office_page.locator('[data-progress="zip"]').inner_text()
+        shown_kb = float(re.sub(r"[^0-9,.]", "", shown.split("(")[1]).replace(",", "."))
+        assert abs(shown_kb - path.stat().st_size / 1024) <= 0.051, shown  # one decimal, rounded
         with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as archive:
             names = archive.namelist()
             manifest_name = next(n for n in names if n.endswith(".json"))

@@ -1,5 +1,5 @@
 import { del, get, post } from "../api.js";
-import { announce, button, field, h, row, table } from "../dom.js";
+import { button, fail, field, h, reload, row, table } from "../dom.js";
 import { t } from "../i18n.js";
 import { when } from "../format.js";
 import type { Me } from "../session.js";
@@ -17,10 +17,9 @@ interface ApiKey {
 export async function renderApiKeys(main: HTMLElement, user: Me): Promise<void> {
   const org = user.context.org!;
   const keys = await get<ApiKey[]>(`/auth/organisations/${org}/api-keys`);
-  const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
   const headers = [t("common.name"), t("keys.perms"), t("common.created"), t("keys.lastUsed"), t("common.actions")];
   const rows = keys.map((k) =>
-    row(headers, [k.name, k.perms.join(", "), when(k.created_at), when(k.last_used_at), k.revoked_at ? t("keys.revoked") : button(t("keys.revoke"), () => void del(`/auth/organisations/${org}/api-keys/${k.id}`).then(reload).catch((e: Error) => announce(e.message, "error")), { class: "small danger" })]),
+    row(headers, [k.name, k.perms.join(", "), when(k.created_at), when(k.last_used_at), k.revoked_at ? t("keys.revoked") : button(t("keys.revoke"), () => void del(`/auth/organisations/${org}/api-keys/${k.id}`).then(reload).catch(fail), { class: "small danger" })]),
   );
   const name = h("input", { type: "text", required: true, maxlength: 100 });
   const perms = user.context.perms.filter((p) => p !== "users.manage");
@@ -39,7 +38,7 @@ export async function renderApiKeys(main: HTMLElement, user: Me): Promise<void> 
     ev.preventDefault();
     post<{ key: string }>(`/auth/organisations/${org}/api-keys`, { name: name.value.trim(), perms: boxes.filter((b) => b.checked).map((b) => b.value) })
       .then((created) => shown.replaceChildren(h("p", {}, h("code", {}, created.key)), h("p", { class: "hint" }, t("common.shownOnce"))))
-      .catch((e: Error) => announce(e.message, "error"));
+      .catch(fail);
   });
   main.append(h("h1", {}, t("keys.title")), rows.length ? table(headers, rows) : h("p", {}, t("common.none")), form);
 }

@@ -3,7 +3,7 @@
 // suggestions (applied only by the button, never silently).
 
 import { download, patch, post, text, get, type Query } from "../api.js";
-import { announce, button, clear, h, row, table } from "../dom.js";
+import { announce, button, clear, fail, h, row, table } from "../dom.js";
 import { type Key, pick, t } from "../i18n.js";
 import { money } from "../format.js";
 
@@ -255,7 +255,7 @@ export class BufferList {
       announce(`${t("buffer.saved")}: ${updated.invoice_number} — ${pick(updated.decision_label)}`);
       this.options.onChange?.();
     } catch (err) {
-      announce((err as Error).message, "error");
+      fail(err);
       this.render();
     }
   }

@@ -1,5 +1,5 @@
 import { get, post } from "../api.js";
-import { announce, append, button, field, h } from "../dom.js";
+import { announce, append, button, fail, field, h, reload } from "../dom.js";
 import { t } from "../i18n.js";
 import { type Me, can, ownNip } from "../session.js";
 import { BufferList, DECISIONS, decisionName } from "./buffer.js";
@@ -76,7 +76,7 @@ export async function renderClientBuffer(main: HTMLElement, user: Me, [chosen]: 
       " ",
       h("span", { "data-counts": "" }, `${t("buffer.counts")}: ${c.unverified} / ${c.book} / ${c.dont_book}`),
       m.late_arrivals ? h("span", { class: "tag warn" }, ` ${m.late_arrivals} ${t("buffer.lateArrivals")}`) : null,
-      m.blocked_by && m.state === "open" ? h("p", { class: "hint" }, blockedText(m)) : null,
+      m.blocked_by ? h("p", { class: "hint", "data-blocked": m.blocked_by.code }, blockedText(m)) : null,
       m.state === "approved" ? h("p", { class: "hint" }, t("buffer.locked")) : null,
     ]);
     actions.replaceChildren();
@@ -96,10 +96,10 @@ export async function renderClientBuffer(main: HTMLElement, user: Me, [chosen]: 
       announce(action === "approve" ? t("buffer.approvedOk") : t("buffer.unlockedOk"));
       // The lock is buffer-svc's too (it learns of the approval by event): the page is read afresh, on this month.
       const here = `#/client/buffer/${period}`;
-      if (location.hash === here) window.dispatchEvent(new HashChangeEvent("hashchange"));
+      if (location.hash === here) reload();
       else location.hash = here;
     } catch (err) {
-      announce((err as Error).message, "error");
+      fail(err);
     }
   }
 
@@ -129,8 +129,15 @@ export async function renderClientBuffer(main: HTMLElement, user: Me, [chosen]: 
   else main.append(h("p", {}, t("buffer.empty")));
 }
 
-/** Why the month cannot be approved yet, in the page's language where the reason is known. */
+/** Why the month cannot be approved (or unlocked) now, in the page's language; the API's English detail only for a
+ * reason this bundle does not know yet. */
 function blockedText(m: Month): string {
-  if (m.blocked_by?.code === "unverified-invoices") return `${t("buffer.blockedUnverified")}: ${m.counts.unverified}`;
-  return m.blocked_by?.detail ?? "";
+  switch (m.blocked_by?.code) {
+    case "unverified-invoices":
+      return `${t("buffer.blockedUnverified")}: ${m.counts.unverified}`;
+    case "already-imported":
+      return `${t("buffer.blockedImported")}: ${m.counts.imported}`;
+    default:
+      return m.blocked_by?.detail ?? "";
+  }
 }

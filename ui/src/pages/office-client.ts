@@ -1,8 +1,8 @@
 // The office's view of one client: its buffer behind the booking gate, its sales invoices in KSeF, its KSeF access
 // and sync, and the communication log ("Rejestr komunikacji").
 
-import { download, get, post, put } from "../api.js";
-import { announce, button, field, h, row, table } from "../dom.js";
+import { download, get, objectUrl, post, put } from "../api.js";
+import { announce, button, fail, field, h, reload, row, table } from "../dom.js";
 import { type Key, pick, t } from "../i18n.js";
 import { money, seconds, when } from "../format.js";
 import { type Me, can } from "../session.js";
@@ -62,8 +62,8 @@ async function officeBuffer(nip: string, user: Me): Promise<HTMLElement> {
     canDecide: can(user, "buffer.decide"),
     extraHeader: t("buffer.archived"),
     extra: (entry, refresh) => {
-      if (entry.archived_at) return [button(t("buffer.restore"), () => void post(`/buffer/clients/${nip}/purchases/${entry.id}/restore`).then(refresh).catch((e: Error) => announce(e.message, "error")), { class: "small" })];
-      if (entry.decision === "dont_book" && !entry.imported_at) return [button(t("buffer.archive"), () => void post(`/buffer/clients/${nip}/purchases/${entry.id}/archive`).then(refresh).catch((e: Error) => announce(e.message, "error")), { class: "small" })];
+      if (entry.archived_at) return [button(t("buffer.restore"), () => void post(`/buffer/clients/${nip}/purchases/${entry.id}/restore`).then(refresh).catch(fail), { class: "small" })];
+      if (entry.decision === "dont_book" && !entry.imported_at) return [button(t("buffer.archive"), () => void post(`/buffer/clients/${nip}/purchases/${entry.id}/archive`).then(refresh).catch(fail), { class: "small" })];
       return [];
     },
   });
@@ -97,13 +97,28 @@ async function officeBuffer(nip: string, user: Me): Promise<HTMLElement> {
     announce(`${t("buffer.gateReport")}: ${out.changed} / ${out.refused}`);
     await list.load();
   };
+  // The bundle's progress is the bytes so far (of the total when the server sent a Content-Length).
+  const bundleProgress = h("span", { "aria-live": "polite", "data-progress": "zip" });
+  const bundle = async () => {
+    const bar = h("progress", { id: "zip-progress" });
+    const label = h("label", { for: "zip-progress" }, t("buffer.zipRunning"));
+    bundleProgress.replaceChildren(label, " ", bar);
+    let size = 0;
+    await download(`/buffer/clients/${nip}/ready.zip`, `ksef-${nip}-${period.value || "all"}.zip`, { period: period.value }, (received, total) => {
+      size = received;
+      label.textContent = `${t("buffer.zipRunning")}: ${kilobytes(received)}${total ? ` / ${kilobytes(total)}` : ""}`;
+      if (total) Object.assign(bar, { max: total, value: received });
+    });
+    bundleProgress.replaceChildren(`${t("buffer.zipDone")} (${kilobytes(size)})`);
+  };
   const exports = h(
     "div",
     { class: "toolbar" },
-    can(user, "buffer.import") ? button(t("buffer.import"), () => void importSelected().catch((e: Error) => announce(e.message, "error")), { class: "primary" }) : null,
+    can(user, "buffer.import") ? button(t("buffer.import"), () => void importSelected().catch(fail), { class: "primary" }) : null,
     button(t("buffer.csv"), () => void download(`/buffer/clients/${nip}/ready.csv`, `ready-${nip}-${period.value || "all"}.csv`, { period: period.value })),
     button(t("buffer.json"), () => void download(`/buffer/clients/${nip}/ready`, `ready-${nip}-${period.value || "all"}.json`, { period: period.value })),
-    button(t("buffer.zip"), () => void download(`/buffer/clients/${nip}/ready.zip`, `ksef-${nip}-${period.value || "all"}.zip`, { period: period.value }), { "data-download": "zip" }),
+    button(t("buffer.zip"), () => void bundle().catch(fail), { "data-download": "zip" }),
+    bundleProgress,
   );
   root.append(filters, h("p", { class: "hint" }, t("buffer.override")), exports, report, await list.load());
   return root;
@@ -136,7 +151,7 @@ async function sales(nip: string, user: Me): Promise<HTMLElement> {
   const base = `/gateway/clients/${nip}/sales`;
   const qr = h("div", { class: "qr", "aria-live": "polite" });
   const showQr = async (inv: SalesInvoice, which: "kod-i" | "kod-ii") => {
-    const url = await (await import("../api.js")).objectUrl(`${base}/${inv.id}/${which}.png`);
+    const url = await objectUrl(`${base}/${inv.id}/${which}.png`);
     qr.replaceChildren(h("figure", {}, h("img", { src: url, alt: `${which === "kod-i" ? "KOD I" : "KOD II"} ${inv.invoice_number}`, width: 220 }), h("figcaption", {}, `${inv.invoice_number} ${inv.ksef_number ?? "OFFLINE"}`)));
   };
   const headers = [t("buffer.number"), t("buffer.date"), t("sales.status"), t("buffer.ksefNumber"), t("buffer.gross"), t("sales.deadline"), t("common.actions")];
@@ -152,7 +167,7 @@ async function sales(nip: string, user: Me): Promise<HTMLElement> {
         inv.has_upo ? button(t("sales.upo"), () => void download(`${base}/${inv.id}/upo`, `UPO-${inv.ksef_number}.xml`), { class: "small" }) : null,
         button(t("sales.kod1"), () => void showQr(inv, "kod-i"), { class: "small", "aria-label": `${t("sales.kod1")} ${inv.invoice_number}` }),
         inv.offline_mode ? button(t("sales.kod2"), () => void showQr(inv, "kod-ii"), { class: "small" }) : null,
-        inv.status === "held" && can(user, "ksef.send") ? button(t("sales.send"), () => void post(`${base}/${inv.id}/send`).then(() => window.dispatchEvent(new HashChangeEvent("hashchange"))).catch((e: Error) => announce(e.message, "error")), { class: "small" }) : null,
+        inv.status === "held" && can(user, "ksef.send") ? button(t("sales.send"), () => void post(`${base}/${inv.id}/send`).then(reload).catch(fail), { class: "small" }) : null,
       ],
     ]),
   );
@@ -181,7 +196,7 @@ async function sales(nip: string, user: Me): Promise<HTMLElement> {
     { "aria-label": t("sales.title") },
     h("h2", {}, t("sales.title")),
     can(user, "ksef.send")
-      ? h("div", { class: "toolbar" }, month, button(t("sales.backfill"), () => void backfill().catch((e: Error) => announce(e.message, "error"))), progress)
+      ? h("div", { class: "toolbar" }, month, button(t("sales.backfill"), () => void backfill().catch(fail)), progress)
       : null,
     availability ? h("p", {}, `${t("sales.availability")}: `, h("span", { class: availability.available ? "tag ok" : "tag warn" }, availability.available ? "OK" : "offline")) : null,
     h("p", {}, `${t("sales.offlineQueue")}: ${offline.length}`),
@@ -240,8 +255,8 @@ export async function ksef(nip: string, user: Me): Promise<HTMLElement> {
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       put(`/gateway/clients/${nip}/credential`, { kind: "ksef_token", token: token.value.trim() })
-        .then(() => window.dispatchEvent(new HashChangeEvent("hashchange")))
-        .catch((e: Error) => announce(e.message, "error"));
+        .then(reload)
+        .catch(fail);
     });
     root.append(form);
   }
@@ -249,7 +264,7 @@ export async function ksef(nip: string, user: Me): Promise<HTMLElement> {
     root.append(
       h("h2", {}, t("ksef.delegation")),
       h("p", {}, `${delegation.mode} · ${delegation.state} · ${t("ksef.verified")}: ${when(delegation.verified_at)}${delegation.check_error ? ` · ${delegation.check_error}` : ""}`),
-      button(t("ksef.check"), () => void post(`/gateway/clients/${nip}/delegation/check`).then(() => window.dispatchEvent(new HashChangeEvent("hashchange"))).catch((e: Error) => announce(e.message, "error"))),
+      button(t("ksef.check"), () => void post(`/gateway/clients/${nip}/delegation/check`).then(reload).catch(fail)),
     );
   }
   const syncBox = h("div", { "aria-live": "polite" });
@@ -263,7 +278,7 @@ export async function ksef(nip: string, user: Me): Promise<HTMLElement> {
       h("p", {}, `${view.invoices_stored} · ${t("ksef.budget")}: ${budgetText(view.budget)}`),
       running ? h("p", {}, h("label", { for: "sync-progress" }, t("ksef.syncRunning")), " ", h("progress", { id: "sync-progress" })) : "",
       table(headers, view.subjects.map((s) => row(headers, [s.subject_type, `${when(s.hwm)} (${seconds(s.lag_seconds)})`, `${when(s.last_run_at)}${s.invoices_last_run !== null ? ` · ${s.invoices_last_run}` : ""}`, when(s.next_run_at), s.last_error ?? "—"]))),
-      button(t("ksef.fetchNow"), () => void post(`/gateway/clients/${nip}/sync/fetch-now`).then(show).catch((e: Error) => announce(e.message, "error"))),
+      button(t("ksef.fetchNow"), () => void post(`/gateway/clients/${nip}/sync/fetch-now`).then(show).catch(fail)),
     );
     window.clearTimeout(timer);
     // Progress of a long first sync or export: read again while it runs, stopped when the page is left.
@@ -312,3 +327,5 @@ async function log(nip: string): Promise<HTMLElement> {
 export async function renderClientKsef(main: HTMLElement, user: Me): Promise<void> {
   main.append(h("h1", {}, t("client.tab.ksef")), await ksef(user.context.nips[0] ?? "", user));
 }
+
+const kilobytes = (bytes: number): string => `${(bytes / 1024).toLocaleString(undefined, { maximumFractionDigits: 1 })} kB`;

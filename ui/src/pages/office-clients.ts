@@ -1,5 +1,5 @@
 import { get, post } from "../api.js";
-import { announce, button, field, h, row, table } from "../dom.js";
+import { announce, button, fail, field, h, reload, row, table } from "../dom.js";
 import { t } from "../i18n.js";
 import { when } from "../format.js";
 import { type Me, can } from "../session.js";
@@ -22,7 +22,6 @@ export async function renderOfficeClients(main: HTMLElement, user: Me): Promise<
   ]);
   people = new Map(members.map((m) => [m.user_id, m.email]));
   const headers = [t("clients.client"), t("common.state"), t("clients.requested"), t("clients.consented"), t("clients.activated"), t("clients.access"), t("common.actions")];
-  const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
 
   const rows = integrations.map((i) => {
     const actions: (Node | string)[] = [];
@@ -39,13 +38,13 @@ export async function renderOfficeClients(main: HTMLElement, user: Me): Promise<
             announce(`${i.client_name ?? i.client_nip}: ${t("clients.activated.ok")}`);
             reload();
           })
-          .catch((err: Error) => announce(err.message, "error"));
+          .catch(fail);
       });
       actions.push(form);
       if (i.activation_code) actions.push(h("small", { class: "hint" }, ` ${i.activation_code.state}, ${i.activation_code.attempts_left} · ${when(i.activation_code.expires_at)}`));
     }
     if (["refused", "expired", "revoked"].includes(i.state) && can(user, "clients.manage")) {
-      actions.push(button(t("clients.renew"), () => void post(`/approval/integrations/${i.id}/renewal`).then(reload).catch((e: Error) => announce(e.message, "error")), { class: "small" }));
+      actions.push(button(t("clients.renew"), () => void post(`/approval/integrations/${i.id}/renewal`).then(reload).catch(fail), { class: "small" }));
     }
     const access = i.access_mode ? `${i.access_mode}${i.access.status ? ` · ${i.access.status}` : ""}${i.access.checked_at ? ` · ${when(i.access.checked_at)}` : ""}` : "—";
     return row(headers, [
@@ -97,7 +96,7 @@ function requestForm(office: string, user: Me, reload: () => void): HTMLElement 
         announce(t("clients.sent"));
         reload();
       })
-      .catch((err: Error) => announce(err.message, "error"));
+      .catch(fail);
   });
   return form;
 }

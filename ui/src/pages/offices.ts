@@ -1,8 +1,8 @@
 import { get, post } from "../api.js";
-import { announce, button, h, row, table } from "../dom.js";
+import { announce, button, fail, h, reload, row, table } from "../dom.js";
 import { type Key, t } from "../i18n.js";
 import { when } from "../format.js";
-import type { Me } from "../session.js";
+import { can, type Me } from "../session.js";
 
 export interface Integration {
   id: string;
@@ -31,35 +31,80 @@ export interface Integration {
 
 export const stateName = (state: string): string => t(`state.${state}` as Key);
 
-export async function renderOffices(main: HTMLElement, _user: Me): Promise<void> {
+// The API's names of the changes: POST /approval/integrations/{id}/{suspension|resumption|revocation}.
+const CHANGES = { suspend: "suspension", resume: "resumption", revoke: "revocation" } as const;
+
+export async function renderOffices(main: HTMLElement, user: Me): Promise<void> {
   const integrations = await get<Integration[]>("/approval/client/integrations");
   const headers = [t("offices.office"), t("common.state"), t("clients.requested"), t("clients.consented"), t("clients.activated"), t("common.actions")];
-  const change = (i: Integration, what: string) => async () => {
+  const change = (i: Integration, what: keyof typeof CHANGES) => async () => {
     if (what === "revoke" && !window.confirm(t("offices.confirmRevoke"))) return;
     try {
-      await post(`/approval/integrations/${i.id}/${what}`);
+      await post(`/approval/integrations/${i.id}/${CHANGES[what]}`);
       announce(`${i.office_name}: ${t(`offices.${what}` as Key)}`);
-      window.dispatchEvent(new HashChangeEvent("hashchange"));
+      reload();
     } catch (err) {
-      announce((err as Error).message, "error");
+      fail(err);
     }
   };
+  const owner = can(user, "users.manage");
   const rows = integrations.map((i) =>
-    row(headers, [
-      [i.office_name, h("br"), h("small", { class: "mono" }, i.office_nip)],
+    row(
+      headers,
       [
-        h("span", { class: `tag state-${i.state}` }, stateName(i.state)),
-        i.state === "requested" ? h("p", { class: "hint" }, `${t("offices.requestedHint")} ${i.client_email}.`) : null,
+        [i.office_name, h("br"), h("small", { class: "mono" }, i.office_nip)],
+        [
+          h("span", { class: `tag state-${i.state}`, "data-state": i.state }, stateName(i.state)),
+          i.state === "requested" && !owner ? h("p", { class: "hint" }, `${t("offices.requestedHint")} ${i.client_email}.`) : null,
+        ],
+        when(i.requested_at),
+        when(i.consented_at),
+        when(i.activated_at),
+        [
+          i.state === "requested" && owner ? consentForm(i) : null,
+          i.state === "active" ? button(t("offices.suspend"), () => void change(i, "suspend")(), { class: "small" }) : null,
+          i.state === "suspended" && i.suspended_by === "client" ? button(t("offices.resume"), () => void change(i, "resume")(), { class: "small" }) : null,
+          ["active", "suspended", "consented"].includes(i.state) ? button(t("offices.revoke"), () => void change(i, "revoke")(), { class: "small danger" }) : null,
+        ],
       ],
-      when(i.requested_at),
-      when(i.consented_at),
-      when(i.activated_at),
-      [
-        i.state === "active" ? button(t("offices.suspend"), () => void change(i, "suspend")(), { class: "small" }) : null,
-        i.state === "suspended" && i.suspended_by === "client" ? button(t("offices.resume"), () => void change(i, "resume")(), { class: "small" }) : null,
-        ["active", "suspended", "consented"].includes(i.state) ? button(t("offices.revoke"), () => void change(i, "revoke")(), { class: "small danger" }) : null,
-      ],
-    ]),
+      { "data-office": i.office_nip },
+    ),
   );
   main.append(h("h1", {}, t("offices.title")), rows.length ? table(headers, rows) : h("p", {}, t("common.none")));
+}
+
+/** The consent page's choice inside the application: the owner, signed in, needs no link (the link is spent). */
+function consentForm(i: Integration): HTMLElement {
+  const name = `access-${i.id}`;
+  const choice = (value: "grant" | "token", label: string, checked: boolean) =>
+    h("label", {}, h("input", { type: "radio", name, value, checked }), " ", label);
+  const form = h(
+    "form",
+    { class: "consent", "aria-label": `${t("offices.consentFor")} ${i.office_name}` },
+    h("p", { class: "hint" }, i.scope.send_sales ? t("offices.scopeWithSales") : t("offices.scope")),
+    h(
+      "fieldset",
+      {},
+      h("legend", {}, t("offices.accessMode")),
+      choice("grant", t("offices.grant").replace("{nip}", i.office_nip), true),
+      choice("token", t("offices.token"), false),
+    ),
+  );
+  const decide = async (decision: "agree" | "refuse") => {
+    if (decision === "refuse" && !window.confirm(t("offices.confirmRefuse"))) return;
+    const mode = (form.querySelector(`input[name="${name}"]:checked`) as HTMLInputElement | null)?.value ?? "grant";
+    try {
+      await post(`/approval/integrations/${i.id}/consent`, decision === "agree" ? { decision, access_mode: mode } : { decision });
+      announce(`${i.office_name}: ${decision === "agree" ? t("offices.agreed") : t("offices.refused")}`);
+      reload();
+    } catch (err) {
+      fail(err);
+    }
+  };
+  form.append(
+    button(t("offices.agree"), () => void decide("agree"), { class: "primary small" }),
+    " ",
+    button(t("offices.refuse"), () => void decide("refuse"), { class: "small danger" }),
+  );
+  return form;
 }

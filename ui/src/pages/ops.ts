@@ -2,7 +2,7 @@
 // the hourly trend of KSeF calls and 429s (uPlot, vendored at build time).
 
 import { get, post } from "../api.js";
-import { announce, button, h, row, table } from "../dom.js";
+import { button, fail, h, reload, row, table } from "../dom.js";
 import { t } from "../i18n.js";
 import { seconds, when } from "../format.js";
 import type { Me } from "../session.js";
@@ -15,13 +15,15 @@ const num = (v: unknown): string => (v === null || v === undefined ? "—" : Str
 
 export async function renderOps(main: HTMLElement, _user: Me): Promise<void> {
   main.append(h("h1", {}, t("ops.title")));
-  const [health, messaging, letters, clients, calls] = await Promise.all([
+  const [health, messaging, letters, clients, calls, hooks] = await Promise.all([
     Promise.all(SERVICES.map((s) => get<Json>(`/${s}/readyz`).then((r) => String(r.status)).catch((e: Error) => `✕ ${e.message}`))),
     Promise.all(SERVICES.map((s) => get<Messaging>(`/${s}/ops/messaging`).catch(() => null))),
     Promise.all(SERVICES.map((s) => get<DeadLetter[]>(`/${s}/ops/dead-letters`, { limit: 20 }).catch(() => null))),
     get<Overview>("/gateway/ops/clients", { limit: 100 }).catch(() => null),
     get<{ hours: Point[] }>("/gateway/ops/ksef-calls", { hours: 24 }).catch(() => null),
+    get<{ clients: WebhookHealth[] }>("/notify/ops/webhooks/clients").catch(() => null),
   ]);
+  const webhooksOf = new Map((hooks?.clients ?? []).map((w) => [w.client_nip, w]));
 
   const hs = [t("ops.service"), t("ops.health"), t("ops.outbox"), t("ops.oldest"), t("ops.consumers"), t("ops.deadLetters")];
   main.append(
@@ -54,7 +56,7 @@ export async function renderOps(main: HTMLElement, _user: Me): Promise<void> {
           l.reason,
           l.replayed_at
             ? `${t("ops.replayed")} ${when(l.replayed_at)}`
-            : button(t("ops.replay"), () => void post(`/${s}/ops/dead-letters/${l.id}/replay`).then(() => window.dispatchEvent(new HashChangeEvent("hashchange"))).catch((e: Error) => announce(e.message, "error")), { class: "small" }),
+            : button(t("ops.replay"), () => void post(`/${s}/ops/dead-letters/${l.id}/replay`).then(reload).catch(fail), { class: "small" }),
         ])))
       : h("p", {}, t("common.none")),
   );
@@ -65,7 +67,7 @@ export async function renderOps(main: HTMLElement, _user: Me): Promise<void> {
       h("h2", {}, t("ops.clients")),
       h("p", {}, `${t("sales.availability")}: `, h("span", { class: open.length ? "tag warn" : "tag ok" }, open.length ? `${open.length} outage(s)` : "OK"), ` · ${when(clients.as_of)}`),
     );
-    const ch = ["NIP", t("ops.lastSync"), t("ops.hwmLag"), "429 / 1 h", t("ops.budgetLeft"), t("ops.exports"), t("ops.sessions"), t("ops.stuck"), t("sales.offlineQueue")];
+    const ch = ["NIP", t("ops.lastSync"), t("ops.hwmLag"), "429 / 1 h", t("ops.budgetLeft"), t("ops.exports"), t("ops.sessions"), t("ops.stuck"), t("sales.offlineQueue"), t("ops.webhookFailures")];
     main.append(
       clients.items.length
         ? table(ch, clients.items.map((c) => {
@@ -82,12 +84,31 @@ export async function renderOps(main: HTMLElement, _user: Me): Promise<void> {
               `${c.sessions.authenticated ? "auth" : "—"} · ${c.sessions.online.length}`,
               String(c.sales.stuck_in_processing),
               `${c.sales.offline_queue}${c.sales.offline_nearest_deadline ? ` · ${when(c.sales.offline_nearest_deadline)}` : ""}`,
+              webhookCell(webhooksOf.get(c.client_nip)),
             ], { "data-nip": c.client_nip });
           }))
         : h("p", {}, t("common.none")),
     );
   }
   if (calls) main.append(h("h2", {}, t("ops.calls")), await chart(calls.hours));
+}
+
+interface WebhookHealth {
+  client_nip: string;
+  failed: number;
+  retrying: number;
+  backlog: number;
+  last_failure_at: string | null;
+}
+
+/** Given up / retrying / pending, and when the last attempt failed: a receiver of this client's events is failing. */
+function webhookCell(w: WebhookHealth | undefined): HTMLElement | string {
+  if (!w) return "0";
+  return h(
+    "span",
+    { class: w.failed || w.retrying ? "tag warn" : "", "data-webhooks": `${w.failed}/${w.retrying}/${w.backlog}` },
+    `${w.failed} / ${w.retrying} / ${w.backlog}${w.last_failure_at ? ` · ${when(w.last_failure_at)}` : ""}`,
+  );
 }
 
 interface Messaging {

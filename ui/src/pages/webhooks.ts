@@ -1,5 +1,5 @@
 import { get, patch, post } from "../api.js";
-import { announce, button, field, h, row, table } from "../dom.js";
+import { announce, button, fail, field, h, reload, row, table } from "../dom.js";
 import { t } from "../i18n.js";
 import { when } from "../format.js";
 import type { Me } from "../session.js";
@@ -25,8 +25,6 @@ interface Delivery {
   last_error: string | null;
 }
 
-const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
-
 export async function renderWebhooks(main: HTMLElement, _user: Me): Promise<void> {
   const subs = await get<Subscription[]>("/notify/webhooks/subscriptions");
   const log = h("div", { "aria-live": "polite" });
@@ -41,7 +39,7 @@ export async function renderWebhooks(main: HTMLElement, _user: Me): Promise<void
         metrics ? `${metrics.success_rate === null ? "—" : `${Math.round(metrics.success_rate * 100)} %`} · backlog ${metrics.backlog}` : "—",
         [
           button(t("webhooks.deliveries"), () => void deliveries(s, log), { class: "small" }),
-          button(t("webhooks.test"), () => void post(`/notify/webhooks/subscriptions/${s.id}/test`, { event_type: "invoice.fetched" }).then(() => announce(t("webhooks.test"))).catch((e: Error) => announce(e.message, "error")), { class: "small" }),
+          button(t("webhooks.test"), () => void post(`/notify/webhooks/subscriptions/${s.id}/test`, { event_type: "invoice.fetched" }).then(() => announce(t("webhooks.test"))).catch(fail), { class: "small" }),
           button(s.enabled ? "✕" : "✓", () => void patch(`/notify/webhooks/subscriptions/${s.id}`, { enabled: !s.enabled }).then(reload), { class: "small", "aria-label": `${t("webhooks.enabled")}: ${s.enabled ? t("common.no") : t("common.yes")}` }),
         ],
       ]);
@@ -55,7 +53,7 @@ export async function renderWebhooks(main: HTMLElement, _user: Me): Promise<void
     ev.preventDefault();
     post<{ secret: string }>("/notify/webhooks/subscriptions", { url: url.value.trim(), event_types: events.value.split(",").map((x) => x.trim()).filter(Boolean) })
       .then((created) => secret.replaceChildren(h("p", {}, `${t("webhooks.secret")}: `, h("code", {}, created.secret)), h("p", { class: "hint" }, t("common.shownOnce"))))
-      .catch((e: Error) => announce(e.message, "error"));
+      .catch(fail);
   });
   main.append(h("h1", {}, t("webhooks.title")), rows.length ? table(headers, rows) : h("p", {}, t("common.none")), log, form);
 }
@@ -67,6 +65,6 @@ async function deliveries(s: Subscription, box: HTMLElement): Promise<void> {
   box.replaceChildren(
     h("h2", {}, `${t("webhooks.deliveries")}: ${s.url}`),
     button(t("webhooks.replayFailed"), () => void post(`/notify/webhooks/subscriptions/${s.id}/replay`, { failed: true }).then(() => deliveries(s, box))),
-    table(headers, items.map((d) => row(headers, [when(d.created_at), d.event_type, d.client_nip ?? "", [d.status, d.last_status_code ? ` (${d.last_status_code})` : "", d.last_error ? h("small", { class: "hint" }, ` ${d.last_error}`) : null], String(d.attempts), button(t("webhooks.replay"), () => void post(`/notify/webhooks/deliveries/${d.id}/replay`).then(() => deliveries(s, box)).catch((e: Error) => announce(e.message, "error")), { class: "small" })], { "data-delivery": d.id }))),
+    table(headers, items.map((d) => row(headers, [when(d.created_at), d.event_type, d.client_nip ?? "", [d.status, d.last_status_code ? ` (${d.last_status_code})` : "", d.last_error ? h("small", { class: "hint" }, ` ${d.last_error}`) : null], String(d.attempts), button(t("webhooks.replay"), () => void post(`/notify/webhooks/deliveries/${d.id}/replay`).then(() => deliveries(s, box)).catch(fail), { class: "small" })], { "data-delivery": d.id }))),
   );
 }

@@ -30,6 +30,25 @@ CLIENT_MEMBER = "pracownik@piekarnia.example.com"
 PENDING_CLIENT_OWNER = "zarzad@hurtownia-nowak.example.com"
 
 
+@dataclass(frozen=True)
+class DemoAccount:
+    email: str
+    role: Role
+    organisation: tuple[str, str] | None  # (name, NIP) of OFFICE, CLIENT_ACTIVE or CLIENT_PENDING; None: the platform
+    clients: tuple[str, ...] | None = None  # an accountant's clients (NIPs); None: every client of the office
+
+
+# Every demo account, in the order the login page lists them (the web UI's /ui-config reads this too).
+ACCOUNTS: tuple[DemoAccount, ...] = (
+    DemoAccount(CLIENT_OWNER, Role.CLIENT_OWNER, CLIENT_ACTIVE),
+    DemoAccount(CLIENT_MEMBER, Role.CLIENT_MEMBER, CLIENT_ACTIVE),
+    DemoAccount(PENDING_CLIENT_OWNER, Role.CLIENT_OWNER, CLIENT_PENDING),
+    DemoAccount(OFFICE_ADMIN, Role.OFFICE_ADMIN, OFFICE),
+    DemoAccount(ACCOUNTANT, Role.OFFICE_ACCOUNTANT, OFFICE, clients=(CLIENT_ACTIVE[1],)),
+    DemoAccount(OPERATOR, Role.OPS, None),
+)
+
+
 @dataclass
 class DemoData:
     office_id: uuid.UUID
@@ -60,16 +79,14 @@ async def ensure_demo_data(
     data = DemoData(
         office_id=office, client_ids={CLIENT_ACTIVE[1]: active, CLIENT_PENDING[1]: pending}, password=password
     )
-    accounts: list[tuple[str, uuid.UUID | None, Role, list[uuid.UUID] | None]] = [
-        (OPERATOR, None, Role.OPS, None),
-        (OFFICE_ADMIN, office, Role.OFFICE_ADMIN, None),
-        (ACCOUNTANT, office, Role.OFFICE_ACCOUNTANT, [active]),
-        (CLIENT_OWNER, active, Role.CLIENT_OWNER, None),
-        (CLIENT_MEMBER, active, Role.CLIENT_MEMBER, None),
-    ]
-    if pending_client_owner:
-        accounts.append((PENDING_CLIENT_OWNER, pending, Role.CLIENT_OWNER, None))
-    for email, org, role, clients in accounts:
-        data.users[email], _ = await service.members.ensure_user(email, password, org, role, client_ids=clients)
+    orgs = {OFFICE: office, CLIENT_ACTIVE: active, CLIENT_PENDING: pending}
+    for account in ACCOUNTS:
+        if account.email == PENDING_CLIENT_OWNER and not pending_client_owner:
+            continue
+        org = orgs[account.organisation] if account.organisation is not None else None
+        clients = [data.client_ids[nip] for nip in account.clients] if account.clients is not None else None
+        data.users[account.email], _ = await service.members.ensure_user(
+            account.email, password, org, account.role, client_ids=clients
+        )
     await service.keys.current()
     return data

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 
 # As the machine's own check runs it: without the background-networking flags Chromium keeps calling Google's
 # hosts, which this machine's closed network refuses (and tests must never send traffic beyond loopback).
@@ -56,6 +56,15 @@ class Pages:
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         page.set_default_timeout(30_000)
         return page
+
+    @staticmethod
+    async def log_in(page: Page, base: str, email: str) -> None:
+        """Sign in as a demo account the way a first-time visitor does: its button on the login page fills the form
+        (the password is the README's), then "Zaloguj"; done when the signed-in header shows."""
+        await page.goto(base + "/")
+        await page.get_by_role("button", name=f"Użyj: {email}").click()
+        await page.get_by_role("button", name="Zaloguj").click()
+        await expect(page.get_by_role("button", name="Wyloguj")).to_be_visible()
 
     async def axe(self, page: Page) -> list[dict[str, Any]]:
         """axe-core's serious and critical violations on the page as it is now."""

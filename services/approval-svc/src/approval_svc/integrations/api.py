@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, status
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from approval_svc.integrations.domain import IntegrationError, Transition
-from approval_svc.integrations.service import ConsentRequest
+from approval_svc.integrations.service import ConsentDecision, ConsentRequest
 from approval_svc.wiring import Approval
 from platform_common.auth import CurrentPrincipal
 from platform_common.problems import Problem
@@ -57,6 +57,14 @@ class ActivationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     code: str = Field(min_length=1, max_length=40)
+
+
+class ConsentDecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["agree", "refuse"]
+    # How the office gets into KSeF: a grant in KSeF to the office's NIP, or a token the office enters. Asked on agree.
+    access_mode: Literal["grant", "token"] | None = None
 
 
 class Scope(BaseModel):
@@ -170,6 +178,22 @@ async def activate(integration_id: uuid.UUID, body: ActivationIn, principal: Cur
 async def renew(integration_id: uuid.UUID, principal: CurrentPrincipal, app: ApprovalDep) -> Any:
     try:
         return await app.integrations.renew(principal, integration_id)
+    except IntegrationError as exc:
+        raise problem(exc) from None
+
+
+# Registered before the transitions' route, whose path would otherwise take "consent" and refuse it as a change.
+@router.post(
+    "/integrations/{integration_id}/consent",
+    response_model=Integration,
+    summary="The client company's owner, signed in, agrees or refuses (the e-mailed link is spent with it)",
+)
+async def decide(
+    integration_id: uuid.UUID, body: ConsentDecisionIn, principal: CurrentPrincipal, app: ApprovalDep
+) -> Any:
+    try:
+        decision = ConsentDecision(agree=body.decision == "agree", access_mode=body.access_mode)
+        return await app.integrations.decide_signed_in(principal, integration_id, decision)
     except IntegrationError as exc:
         raise problem(exc) from None
 

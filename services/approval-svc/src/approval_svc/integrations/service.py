@@ -322,63 +322,95 @@ class Integrations:
 
     async def decide(self, token: str, visitor: Principal | None, decision: ConsentDecision) -> dict[str, Any]:
         """Agree (an activation code goes to the office's return address) or refuse (the office is told)."""
-        key = self._sealing_key()
         async with self._db.sessionmaker() as session, session.begin():
             repo = IntegrationRepository(session)
             row = await self._usable_link(repo, token, visitor, lock=True)
-            now = self.clock()
-            by = visitor.id if visitor is not None else f"link:{row.client_email}"
-            used = {"consent_used_at": now}
-            if not decision.agree:
-                row = await self._transition(
-                    repo, row, Transition.REFUSE, Side.CLIENT, by, used | {"ended_at": now, "ended_by": by}
-                )
-                return self._view(row)
-            if decision.access_mode is None:
+            return await self._decide(session, repo, row, visitor, decision)
+
+    async def decide_signed_in(
+        self, actor: Principal, integration_id: uuid.UUID, decision: ConsentDecision
+    ) -> dict[str, Any]:
+        """The same decision from inside the application: the company's owner, signed in, needs no link (the session
+        is the credential). The link e-mailed earlier is spent with it, so the request is decided exactly once."""
+        async with self._db.sessionmaker() as session, session.begin():
+            repo = IntegrationRepository(session)
+            row = await repo.get(integration_id, lock=True)
+            if row is None or not self._may_see(actor, row):
+                raise IntegrationError("not-found", "The integration does not exist.", status=404)
+            if self._acting_side(actor, row) is not Side.CLIENT:
                 raise IntegrationError(
-                    "access-mode", "Choose how the office gets into KSeF: grant or token.", status=422
+                    "own-office", "The office cannot consent on its client's behalf: the client must.", status=403
                 )
-            check_transition(IntegrationState(row.state), Transition.CONSENT, side=Side.CLIENT)
-            code = ActivationCode.new()
-            salt, digest = code.hash()
-            code_expires = expires(now, self._settings.activation_code_ttl_s)
-            await repo.change(
-                row.id,
-                used
-                | {
-                    "state": IntegrationState.CONSENTED.value,
-                    "revision": row.revision + 1,
-                    "access_mode": decision.access_mode,
-                    "consented_at": now,
-                    "consented_by": by,
-                    "code_salt": salt,
-                    "code_hash": digest,
-                    "code_expires_at": code_expires,
-                    "code_attempts": 0,
-                    "updated_at": now,
-                },
+            if row.state != IntegrationState.REQUESTED:
+                raise IntegrationError(
+                    "link-closed", f"This request is no longer open (it is {row.state}).", status=409
+                )
+            if self.clock() >= row.consent_expires_at:
+                raise IntegrationError(
+                    "link-expired", "This request has expired; ask the office to send a new one.", status=410
+                )
+            return await self._decide(session, repo, row, actor, decision)
+
+    async def _decide(
+        self,
+        session: Any,
+        repo: IntegrationRepository,
+        row: Row[Any],
+        visitor: Principal | None,
+        decision: ConsentDecision,
+    ) -> dict[str, Any]:
+        key = self._sealing_key()
+        now = self.clock()
+        by = visitor.id if visitor is not None else f"link:{row.client_email}"
+        used = {"consent_used_at": now}
+        if not decision.agree:
+            row = await self._transition(
+                repo, row, Transition.REFUSE, Side.CLIENT, by, used | {"ended_at": now, "ended_by": by}
             )
-            consented = await repo.get(row.id)
-            assert consented is not None
-            row = consented
-            form = f"{self._public_url}/integrations/{row.id}/activate"
-            await self._emit(
-                session,
-                IntegrationConsented(
-                    **self._common(row, Side.CLIENT, by),
-                    sealed_link=IntegrationConsented.seal_link(key, form),
-                    expires_at=code_expires,
-                    language=row.return_language,
-                    return_email=row.return_email,
-                    client_email=row.client_email if visitor is None else None,
-                    client_language=row.client_language,
-                    sealed_code=IntegrationConsented.seal_code(key, code.display),
-                    code_expires_at=code_expires,
-                    return_language=row.return_language,
-                ),
-            )
-            log.info("integration %s: consent given, activation code issued", row.id)
             return self._view(row)
+        if decision.access_mode is None:
+            raise IntegrationError("access-mode", "Choose how the office gets into KSeF: grant or token.", status=422)
+        check_transition(IntegrationState(row.state), Transition.CONSENT, side=Side.CLIENT)
+        code = ActivationCode.new()
+        salt, digest = code.hash()
+        code_expires = expires(now, self._settings.activation_code_ttl_s)
+        await repo.change(
+            row.id,
+            used
+            | {
+                "state": IntegrationState.CONSENTED.value,
+                "revision": row.revision + 1,
+                "access_mode": decision.access_mode,
+                "consented_at": now,
+                "consented_by": by,
+                "code_salt": salt,
+                "code_hash": digest,
+                "code_expires_at": code_expires,
+                "code_attempts": 0,
+                "updated_at": now,
+            },
+        )
+        consented = await repo.get(row.id)
+        assert consented is not None
+        row = consented
+        form = f"{self._public_url}/integrations/{row.id}/activate"
+        await self._emit(
+            session,
+            IntegrationConsented(
+                **self._common(row, Side.CLIENT, by),
+                sealed_link=IntegrationConsented.seal_link(key, form),
+                expires_at=code_expires,
+                language=row.return_language,
+                return_email=row.return_email,
+                client_email=row.client_email if visitor is None else None,
+                client_language=row.client_language,
+                sealed_code=IntegrationConsented.seal_code(key, code.display),
+                code_expires_at=code_expires,
+                return_language=row.return_language,
+            ),
+        )
+        log.info("integration %s: consent given, activation code issued", row.id)
+        return self._view(row)
 
     async def expire_overdue(self, limit: int = 100) -> int:
         """Expire what ran out unused (a link, or a code), each in its own transaction with its event, so the office

@@ -252,3 +252,41 @@ async def test_an_established_integration_is_recorded_once_and_announced(
     # It is an ordinary integration from then on: the office can revoke it.
     await integrations.change_state(ADMIN, view["id"], Transition.REVOKE)
     assert (await _events(runtime))[-1].type == "integration.revoked"
+
+
+async def test_the_signed_in_owner_decides_without_the_link_and_spends_it(
+    integrations: Integrations, runtime: ServiceRuntime
+) -> None:
+    integration_id, token = await _ask(integrations, runtime)
+    agree = ConsentDecision(agree=True, access_mode="grant")
+    await _refused("own-office", integrations.decide_signed_in(ADMIN, integration_id, agree))
+    await _refused("not-found", integrations.decide_signed_in(_client_owner(CLIENT_B), integration_id, agree))
+    employee = Principal(
+        id=str(uuid.uuid4()),
+        ptype="user",
+        org=uuid.uuid4(),
+        org_kind="client",
+        perms=frozenset({"buffer.decide"}),
+        nips=frozenset({CLIENT_A}),
+    )
+    await _refused("forbidden", integrations.decide_signed_in(employee, integration_id, agree))
+    assert len(await _events(runtime)) == 1, "a refused attempt changed nothing"
+
+    owner = _client_owner(CLIENT_A)
+    view = await integrations.decide_signed_in(owner, integration_id, agree)
+    assert (view["state"], view["consented_by"], view["access_mode"]) == ("consented", owner.id, "grant")
+    consented = (await _events(runtime))[-1].parse(IntegrationConsented)
+    assert consented.open_code(PRIVATE), "the activation code goes to the office's return address"
+    assert consented.client_email is None, "the owner decided in the application: no confirmation to the link's holder"
+    await _refused("link-used", integrations.consent_page(token, None))
+    await _refused("link-closed", integrations.decide_signed_in(owner, integration_id, ConsentDecision(agree=False)))
+
+
+async def test_the_signed_in_owner_may_refuse(integrations: Integrations, runtime: ServiceRuntime) -> None:
+    integration_id, _ = await _ask(integrations, runtime)
+    await _refused(
+        "access-mode", integrations.decide_signed_in(_client_owner(CLIENT_A), integration_id, ConsentDecision(True))
+    )
+    view = await integrations.decide_signed_in(_client_owner(CLIENT_A), integration_id, ConsentDecision(agree=False))
+    assert view["state"] == "refused"
+    assert (await _events(runtime))[-1].type == "integration.refused"

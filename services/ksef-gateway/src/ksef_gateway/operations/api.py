@@ -145,7 +145,8 @@ def _seconds(value: timedelta | None) -> float | None:
     return round(value.total_seconds(), 3) if value is not None else None
 
 
-def _client(o: ClientOverview, stuck_after_minutes: float) -> ClientOverviewOut:
+def _client(o: ClientOverview, stuck_after: timedelta) -> ClientOverviewOut:
+    stuck_after_minutes = stuck_after.total_seconds() / 60
     return ClientOverviewOut(
         client_nip=o.client_nip,
         held_by_this_replica=o.held_by_this_replica,
@@ -210,12 +211,11 @@ async def clients(
 ) -> ClientsPage:
     ops = gw.operations
     page = await ops.page(after=cursor, limit=limit)
-    minutes = ops.stuck_after.total_seconds() / 60
     return ClientsPage(
         as_of=page.as_of,
         replica_id=page.replica_id,
         availability=_availability(page.ksef),
-        items=[_client(o, minutes) for o in page.items],
+        items=[_client(o, ops.stuck_after) for o in page.items],
         next_cursor=page.next_cursor,
     )
 
@@ -231,7 +231,7 @@ async def client(nip: str, _operator: Operator, gw: GatewayDep) -> ClientOvervie
         overview, state = await ops.client(client_nip(nip))
     except UnknownClient:
         raise not_found() from None
-    out = _client(overview, ops.stuck_after.total_seconds() / 60)
+    out = _client(overview, ops.stuck_after)
     return ClientOverviewView(**out.model_dump(), availability=_availability(state))
 
 

@@ -242,8 +242,15 @@ class SalesSender:
                 hash_of_corrected_invoice=full.hash_of_corrected_invoice,
             )
         except BudgetUnavailable as exc:
-            # Refused by our own budget before anything left: certainly not sent.
-            await self._move(row, SalesStatus.SENDING, SalesStatus.QUEUED, _later(now, exc.retry_after_s), {})
+            # Refused by our own budget before anything left: certainly not sent, so not an attempt either (the
+            # attempt count drives the retry delay and the give-up; a long budget wait must not use them up).
+            await self._move(
+                row,
+                SalesStatus.SENDING,
+                SalesStatus.QUEUED,
+                _later(now, exc.retry_after_s) | {"attempts": row.attempts},
+                {},
+            )
             return False
         except KsefError as exc:
             await self._outcome(exc)

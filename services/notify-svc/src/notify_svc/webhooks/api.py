@@ -5,7 +5,7 @@ Another organisation's subscription or delivery answers 404, exactly like one th
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -13,8 +13,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from notify_svc.webhooks.domain import DeliveryStatus
 from notify_svc.webhooks.schemas import (
     AttemptOut,
+    ClientDeliveryHealthOut,
     CreatedSubscription,
     DeliveryDetail,
+    DeliveryHealthOut,
     DeliveryOut,
     MetricsOut,
     Replayed,
@@ -31,6 +33,8 @@ from platform_common.auth import require
 from platform_common.auth.principal import Principal
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+# Beside the platform's /ops endpoints (outbox, consumers, dead letters), for operators only.
+ops_router = APIRouter(tags=["operations"])
 
 Manager = Annotated[Principal, Depends(require("webhooks.manage"))]
 
@@ -173,3 +177,17 @@ async def subscription_metrics(
     window_h: Annotated[int, Query(ge=1, le=24 * 30)] = 24,
 ) -> MetricsOut:
     return MetricsOut.of(await service.metrics(principal, subscription_id, window_h))
+
+
+@ops_router.get(
+    "/ops/webhooks/clients",
+    response_model=DeliveryHealthOut,
+    summary="Operators: webhook failures and backlog per client NIP, across every organisation",
+)
+async def delivery_health(
+    _operator: Annotated[Principal, Depends(require("ops"))],
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> DeliveryHealthOut:
+    rows = await service.health_by_client(limit)
+    return DeliveryHealthOut(as_of=datetime.now(UTC), clients=[ClientDeliveryHealthOut(**r.__dict__) for r in rows])

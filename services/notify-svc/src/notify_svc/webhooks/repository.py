@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, case, exists, func, insert, or_, select, type_coerce, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from notify_svc.db import webhook_attempt, webhook_delivery, webhook_event, webhook_subscription
 from notify_svc.webhooks.domain import DeliveryStatus, ReceivedEvent, SubscriptionScope, delivery_id
+from platform_common.db import UtcDateTime
 
 _PENDING = DeliveryStatus.PENDING.value
 
@@ -457,3 +458,36 @@ class WebhookRepository:
             .group_by(webhook_delivery.c.subscription_id)
         )
         return [(sid, int(n)) for sid, n in rows]
+
+    async def health_by_client(self, limit: int) -> list[ClientDeliveryHealth]:
+        """Per client NIP (the ordering key), across every subscription: deliveries given up on, pending ones that have
+        failed at least once, the whole backlog, and when a delivery last failed. Clients with none of these are left
+        out: the operators' dashboard shows where receivers fail, not every client."""
+        d = webhook_delivery.c
+        failed = func.sum(case((d.status == DeliveryStatus.FAILED.value, 1), else_=0))
+        retrying = func.sum(case((and_(d.status == _PENDING, d.attempts > 0), 1), else_=0))
+        backlog = func.sum(case((d.status == _PENDING, 1), else_=0))
+        last_failure = type_coerce(
+            func.max(case((d.last_error.is_not(None), d.last_attempt_at), else_=None)), UtcDateTime()
+        )
+        stmt = (
+            select(d.ordering_key, failed, retrying, backlog, last_failure)
+            .where(or_(d.status == DeliveryStatus.FAILED.value, d.status == _PENDING))
+            .group_by(d.ordering_key)
+            .order_by(failed.desc(), retrying.desc(), d.ordering_key)
+            .limit(limit)
+        )
+        return [
+            ClientDeliveryHealth(key, int(f or 0), int(r or 0), int(b or 0), at)
+            for key, f, r, b, at in await self.session.execute(stmt)
+            if f or r or b
+        ]
+
+
+@dataclass(frozen=True)
+class ClientDeliveryHealth:
+    client_nip: str  # "" for the deliveries of events about no client (an organisation's own notices)
+    failed: int
+    retrying: int
+    backlog: int
+    last_failure_at: datetime | None

@@ -176,3 +176,16 @@ class MetricsOut(BaseModel):
     @classmethod
     def of(cls, m: SubscriptionMetrics) -> MetricsOut:
         return cls(**m.__dict__)
+
+
+class ClientDeliveryHealthOut(BaseModel):
+    client_nip: str = Field(description='The client the events concern; "" for events about no client.')
+    failed: int = Field(description="Deliveries given up on after their retry window (replayable).")
+    retrying: int = Field(description="Pending deliveries that have failed at least once.")
+    backlog: int = Field(description="Every pending delivery.")
+    last_failure_at: datetime | None
+
+
+class DeliveryHealthOut(BaseModel):
+    as_of: datetime
+    clients: list[ClientDeliveryHealthOut]

@@ -25,7 +25,7 @@ from notify_svc.webhooks.domain import (
     needs_live_access,
     new_secret,
 )
-from notify_svc.webhooks.repository import Attempt, Delivery, Subscription, WebhookRepository
+from notify_svc.webhooks.repository import Attempt, ClientDeliveryHealth, Delivery, Subscription, WebhookRepository
 from notify_svc.webhooks.targets import TargetPolicy, TargetRefused, check_url
 from platform_common.auth.clock import Clock, system_clock
 from platform_common.auth.principal import Principal
@@ -375,6 +375,12 @@ class WebhookSubscriptions:
             oldest_pending_age_s=(now - oldest).total_seconds() if oldest is not None else None,
             by_status=by_status,
         )
+
+    async def health_by_client(self, limit: int) -> list[ClientDeliveryHealth]:
+        """The operators' view across every organisation (the route admits operators only): it holds NIPs, counts
+        and times, never a receiver's URL, an event's data or a secret."""
+        async with self._db.sessionmaker() as session:
+            return await WebhookRepository(session).health_by_client(limit)
 
     # --- rules of the requests ----------------------------------------------------------------------------------
 

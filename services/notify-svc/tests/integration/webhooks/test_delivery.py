@@ -313,6 +313,10 @@ async def test_a_subscription_failing_for_the_whole_window_is_disabled_mailed_an
 
         await _until(sender, disabled)
         assert await _statuses(rt, sid) == [DeliveryStatus.FAILED]
+        # The operators' per-client view counts the dead letter under its client, with when it last failed.
+        (health,) = [h for h in await service.health_by_client(100) if h.client_nip == CLIENT_A]
+        assert (health.failed, health.retrying, health.backlog) == (1, 0, 0)
+        assert health.last_failure_at is not None and health.last_failure_at.tzinfo is not None
         mails = await catcher.wait_for_mails(1)
         assert mails[0].message["To"] == "erp@example.com" and "disabled" in mails[0].message["Subject"]
         # The organisation's other subscription hears of it, through the outbox and the fan-out.
@@ -328,6 +332,7 @@ async def test_a_subscription_failing_for_the_whole_window_is_disabled_mailed_an
         await service.update(_client(), sid, SubscriptionChanges(enabled=True))
         assert await service.replay(_client(), sid, failed=True, event_types=None, start=None, end=None) == 1
         await _until(sender, _all_delivered(rt, sid, 1))
+        assert CLIENT_A not in {h.client_nip for h in await service.health_by_client(100)}, "delivered: no failure"
     finally:
         await failing.close()
 
