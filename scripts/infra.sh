@@ -3,7 +3,10 @@
 #   - PostgreSQL from Debian's packages (/usr/lib/postgresql/<ver>/bin)
 #   - a single-node Apache Kafka broker in KRaft mode, jars from Maven Central
 #
-# Usage: scripts/infra.sh [up|down|status|env|pg-up|kafka-up]   (default: up)
+# Usage: scripts/infra.sh [up|down|status|env|pg-up|pg-down|kafka-up|kafka-down]   (default: up)
+#
+# Another instance beside the default one (the distributed runner's, a chaos run that restarts its broker and
+# database): its own KSEF_HUB_INFRA_DIR and ports.
 #
 # All state and logs live under ${KSEF_HUB_INFRA_DIR:-<repo>/.cache/infra}.
 # Ports: KSEF_HUB_PG_PORT (55432), KSEF_HUB_KAFKA_PORT (59092),
@@ -34,7 +37,8 @@ KAFKA_CONTROLLER_PORT=${KSEF_HUB_KAFKA_CONTROLLER_PORT:-59093}
 KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
 KAFKA_LOG4J=$SCRIPT_DIR/kafka/log4j2.properties
 KAFKA_DIR=$INFRA/kafka
-KAFKA_LIBS=$KAFKA_DIR/libs
+# Another instance may share the default one's resolved jars (they are read-only to a broker).
+KAFKA_LIBS=$(realpath -m "${KSEF_HUB_KAFKA_LIBS:-$KAFKA_DIR/libs}")
 KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_CONF=$KAFKA_DIR/server.properties
 KAFKA_PID_FILE=$KAFKA_DIR/kafka.pid
@@ -511,7 +515,7 @@ print_env() {
 }
 
 usage() {
-    echo "usage: $0 [up|down|status|env|pg-up|kafka-up]" >&2
+    echo "usage: $0 [up|down|status|env|pg-up|pg-down|kafka-up|kafka-down]" >&2
     exit 2
 }
 
@@ -526,6 +530,8 @@ main() {
             ;;
         pg-up) take_lock; pg_up ;;
         kafka-up) take_lock; kafka_up ;;
+        pg-down) take_lock; pg_down ;;
+        kafka-down) take_lock; kafka_down ;;
         down)
             take_lock
             kafka_down

@@ -1,4 +1,5 @@
-"""``ksef-hub run``: the embedded platform on one port. Ctrl-C stops it cleanly (exit code 0)."""
+"""``ksef-hub run``: the embedded platform on one port. Ctrl-C stops it cleanly (exit code 0).
+``ksef-hub up`` / ``down``: the distributed platform on this machine (``ksef_hub.distributed``)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,26 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated addresses/CIDRs of the proxies whose X-Forwarded-For is believed "
         "(env KSEF_HUB_TRUSTED_PROXIES; default none)",
     )
+    up = sub.add_parser("up", help="start every service as its own process over PostgreSQL and Kafka (make up)")
+    up.add_argument("--port", type=int, default=int(os.environ.get("KSEF_HUB_UP_PORT", "8080")))
+    up.add_argument("--state-dir", type=Path, default=None)
+    up.add_argument("--foreground", action="store_true", help="stay in the foreground (Ctrl-C stops everything)")
+    down = sub.add_parser("down", help="stop what `ksef-hub up` started, its PostgreSQL and Kafka included")
+    down.add_argument("--state-dir", type=Path, default=None)
     args = parser.parse_args(argv)
+
+    if args.command in ("up", "down"):
+        import asyncio
+
+        from ksef_hub import distributed
+
+        state_dir = (args.state_dir or distributed.UP_STATE_DIR).resolve()
+        if args.command == "down":
+            raise SystemExit(distributed.down(state_dir))
+        if args.foreground:
+            asyncio.run(distributed.serve_foreground(state_dir, args.port))
+            return
+        raise SystemExit(distributed.up_detached(state_dir, args.port))
 
     import auth_svc.demo
     from ksef_hub.embedded import DemoExposed, check_demo_exposure, create_embedded_app, local_url

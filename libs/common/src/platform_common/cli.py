@@ -79,6 +79,12 @@ def service_cli(
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=default_port)
     serve.add_argument(
+        "--fd",
+        type=int,
+        help="serve on this inherited listening socket instead of --host/--port (a supervisor binds it, so a restarted "
+        "process takes over the same address and nothing else can take it meanwhile)",
+    )
+    serve.add_argument(
         "--trusted-proxies",
         help="comma-separated addresses/CIDRs of the proxies whose X-Forwarded-For is believed "
         "(default: the <PREFIX>TRUSTED_PROXIES setting; empty: none)",
@@ -93,7 +99,13 @@ def service_cli(
         trusted = args.trusted_proxies if args.trusted_proxies is not None else load_settings().trusted_proxies
         try:
             config = uvicorn_config(
-                create_app, factory=True, host=args.host, port=args.port, trusted_proxies=trusted, log_config=None
+                create_app,
+                factory=True,
+                host=args.host,
+                port=args.port,
+                fd=args.fd,
+                trusted_proxies=trusted,
+                log_config=None,
             )
         except ValueError as exc:
             parser.error(f"trusted proxies: {exc}")

@@ -147,6 +147,7 @@ def run(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="ksef-sim", description="Local KSeF 2.0 simulator")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--fd", type=int, help="serve on this inherited listening socket instead of --host/--port")
     parser.add_argument("--db", help="state file (default .data/ksef-sim.sqlite3; env KSEF_SIM_DATABASE_PATH)")
     parser.add_argument("--public-base-url", help="host root used in pre-signed URLs (env KSEF_SIM_PUBLIC_BASE_URL)")
     parser.add_argument(
@@ -193,7 +194,7 @@ def run(argv: list[str] | None = None) -> None:
     # handlers it restores ignore the re-raised signal.
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda _signum, _frame: None)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, fd=args.fd)
 
 
 def _seed_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
