@@ -11,7 +11,7 @@ SERVICE ?=
 PYTEST_ARGS ?=
 INFRA_ENV = eval "$$(bash scripts/infra.sh env)"
 
-.PHONY: help setup ui browser run infra-up infra-down infra-status test test-unit test-repeat lint fmt migrate bench clean
+.PHONY: help setup ui browser run up down chaos infra-up infra-down infra-status test test-unit test-repeat lint fmt migrate bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,15 @@ browser: ## Debian's Chromium for the browser tests (installed when missing)
 run: setup ## start the whole platform in one process (embedded mode) on http://127.0.0.1:8000 (DEMO=0: no demo data)
 	@$(UV) run --frozen ksef-hub run $(if $(PORT),--port $(PORT)) $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
 		$(if $(DEMO),$(if $(filter 0 false no off,$(DEMO)),--no-demo,--demo))
+
+up: setup ## the distributed platform: every service its own process over its own PostgreSQL and Kafka (http://127.0.0.1:8080)
+	@$(UV) run --frozen ksef-hub up $(if $(PORT),--port $(PORT))
+
+down: ## stop what `make up` started (its PostgreSQL and Kafka included)
+	@$(UV) run --frozen ksef-hub down
+
+chaos: setup ## the journey at the issue's scale while services are SIGKILLed, Kafka and PostgreSQL restarted, KSeF fails
+	@KSEF_HUB_JOURNEY_SCALE=$(or $(SCALE),1.0) $(UV) run --frozen pytest tests/e2e/test_distributed_journey.py -k chaos -s $(PYTEST_ARGS)
 
 infra-up: ## start PostgreSQL and Kafka on loopback (idempotent)
 	@bash scripts/infra.sh up
