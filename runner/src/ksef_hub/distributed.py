@@ -41,14 +41,14 @@ import httpx
 import uvicorn
 import yaml
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from ksef_hub.embedded import SERVICES
 from ksef_hub.mail_catcher import EmbeddedMailCatcher
 from ksef_hub.web_ui import install_web_ui
 from platform_common.auth import public
-from platform_common.problems import Problem
+from platform_common.problems import Problem, install_problem_handlers, problem_response
 
 log = logging.getLogger(__name__)
 
@@ -451,6 +451,7 @@ class Supervisor:
 
     def front_app(self) -> FastAPI:
         app = FastAPI(title="KSeF Hub (distributed, local)", docs_url=None, redoc_url=None, openapi_url=None)
+        install_problem_handlers(app)  # what it refuses (413, an unknown prefix) as problem documents, as the services
         client = httpx.AsyncClient(timeout=httpx.Timeout(120, connect=5), trust_env=False)
         app.router.on_shutdown.append(client.aclose)
         dev_only = [Depends(public("the local distributed runner's development endpoints, on loopback only"))]
@@ -520,16 +521,7 @@ class Supervisor:
                 except httpx.ConnectError:
                     continue  # refused: this replica is down (killed, restarting); the request never reached it
                 except httpx.TransportError as exc:
-                    return JSONResponse(
-                        {
-                            "type": "about:blank",
-                            "title": "Bad Gateway",
-                            "status": 502,
-                            "detail": f"{target.name}: {exc}",
-                        },
-                        status_code=502,
-                        media_type="application/problem+json",
-                    )
+                    return problem_response(502, detail=f"{target.name}: {exc}")
                 out_headers = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
                 return StreamingResponse(
                     answer.aiter_raw(),
@@ -537,16 +529,8 @@ class Supervisor:
                     headers=out_headers,
                     background=BackgroundTask(answer.aclose),
                 )
-            return JSONResponse(
-                {
-                    "type": "about:blank",
-                    "title": "Service Unavailable",
-                    "status": 503,
-                    "detail": f"no replica of /{prefix} accepts connections right now",
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
-                media_type="application/problem+json",
+            return problem_response(
+                503, detail=f"no replica of /{prefix} accepts connections right now", headers={"Retry-After": "1"}
             )
 
         return app
