@@ -35,13 +35,14 @@ ADMIN = Principal(
 CLIENT_A, CLIENT_B = "7777777702", "1112223303"
 
 
-def _client_owner(nip: str) -> Principal:
+def _client_owner(nip: str, perms: frozenset[str] = frozenset({"users.manage"})) -> Principal:
+    """A user of the client company ``nip``: its owner, or with ``perms`` someone else there."""
     return Principal(
         id=str(uuid.uuid4()),
         ptype="user",
         org=uuid.uuid4(),
         org_kind="client",
-        perms=frozenset({"users.manage"}),
+        perms=perms,
         nips=frozenset({nip}),
     )
 
@@ -261,14 +262,7 @@ async def test_the_signed_in_owner_decides_without_the_link_and_spends_it(
     agree = ConsentDecision(agree=True, access_mode="grant")
     await _refused("own-office", integrations.decide_signed_in(ADMIN, integration_id, agree))
     await _refused("not-found", integrations.decide_signed_in(_client_owner(CLIENT_B), integration_id, agree))
-    employee = Principal(
-        id=str(uuid.uuid4()),
-        ptype="user",
-        org=uuid.uuid4(),
-        org_kind="client",
-        perms=frozenset({"buffer.decide"}),
-        nips=frozenset({CLIENT_A}),
-    )
+    employee = _client_owner(CLIENT_A, perms=frozenset({"buffer.decide"}))
     await _refused("forbidden", integrations.decide_signed_in(employee, integration_id, agree))
     assert len(await _events(runtime)) == 1, "a refused attempt changed nothing"
 
