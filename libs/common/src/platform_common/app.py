@@ -14,6 +14,7 @@ from platform_common.limits import install_http_limits
 from platform_common.logging import configure_logging
 from platform_common.messaging.ops_api import ops_router
 from platform_common.messaging.transport import InProcessBus
+from platform_common.metrics import metrics_router
 from platform_common.problems import install_problem_handlers, problem_response
 from platform_common.runtime import ServiceDefinition, ServiceRuntime
 from platform_common.settings import ServiceSettings
@@ -84,16 +85,24 @@ def create_service_app(
     install_problem_handlers(app)
     install_http_limits(app, settings.http_limits)
     app.include_router(health_router())
+    app.include_router(metrics_router())
     app.include_router(ops_router(definition.operator or require("ops")))
     for router in definition.routers:
         app.include_router(router)
-    if telemetry.enabled:
+    if telemetry.instrumented:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        # Probes and scrapes every few seconds would drown the RED metrics and traces of the real traffic.
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            excluded_urls="/healthz$,/readyz$,/metrics$",
+        )
+    if telemetry.enabled:
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-        FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
-        )
+        # Query spans only: they have no metric worth a hook on every statement when traces are off.
         SQLAlchemyInstrumentor().instrument(
             engine=runtime.db.engine.sync_engine, tracer_provider=telemetry.tracer_provider
         )

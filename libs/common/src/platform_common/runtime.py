@@ -15,9 +15,11 @@ from platform_common.client_access import ClientAccessProjection
 from platform_common.contracts import TOPICS
 from platform_common.db import Database
 from platform_common.messaging.dispatch import Dispatcher, Subscription
+from platform_common.messaging.monitoring import MessagingMonitor
 from platform_common.messaging.outbox import Outbox, OutboxRelay
 from platform_common.messaging.tables import MessagingTables
 from platform_common.messaging.transport import InProcessBus, InProcessTransport, KafkaTransport, Transport
+from platform_common.metrics import Reading, ScrapedGauges
 from platform_common.migrations import upgrade_async
 from platform_common.settings import ServiceSettings
 from platform_common.telemetry import Telemetry, disabled_telemetry
@@ -104,12 +106,54 @@ class ServiceRuntime:
             meter=meter,
         )
         self.outbox.on_commit_wake(self.relay.wake_event)
+        self.gauges = ScrapedGauges(meter)
+        self._messaging_gauges()
         self.client_access = (
             ClientAccessProjection(definition.client_access, self.db) if definition.client_access is not None else None
         )
         self._migrate_on_start = migrate_on_start
         self.components: list[Component] = []
         self.started = False
+
+    def _messaging_gauges(self) -> None:
+        monitor = MessagingMonitor(
+            self.db, self.definition.tables, outbox_retention_s=self.settings.messaging.outbox_retention_s
+        )
+
+        async def outbox_pending() -> list[Reading]:
+            return [Reading((await monitor.outbox()).pending)]
+
+        async def outbox_oldest_age() -> list[Reading]:
+            age = (await monitor.outbox()).oldest_pending_age_s
+            return [Reading(age or 0.0)]
+
+        async def dead_letters() -> list[Reading]:
+            return [Reading(await monitor.pending_dead_letters())]
+
+        self.gauges.gauge("ksef_hub.outbox.pending", outbox_pending, description="Events written, not yet published")
+        self.gauges.gauge(
+            "ksef_hub.outbox.oldest_pending_age",
+            outbox_oldest_age,
+            unit="s",
+            description="Age of the oldest unpublished event (0 when none); with the in-process bus, also how far "
+            "behind this service's consumers are",
+        )
+        self.gauges.gauge("ksef_hub.dead_letters.pending", dead_letters, description="Dead letters not replayed yet")
+        transport = self.transport
+        if isinstance(transport, KafkaTransport):
+
+            async def consumer_lag() -> list[Reading]:
+                return [
+                    Reading(p.lag, {"group": self.definition.name, "topic": p.topic, "partition": str(p.partition)})
+                    for p in await transport.consumer_lag()
+                    if p.lag is not None
+                ]
+
+            self.gauges.gauge(
+                "ksef_hub.consumer.lag",
+                consumer_lag,
+                description="Messages of a partition this service's consumer group has not committed yet",
+            )
 
     async def start(self) -> None:
         if self._migrate_on_start:

@@ -99,6 +99,11 @@ class TelemetrySettings(BaseModel):
     enabled: bool = False
     log_level: str = "INFO"
     log_json: bool = True
+    # GET /metrics (Prometheus text format): the service's RED metrics, messaging and its own gauges. The series
+    # carry client NIPs, so the endpoint answers only a scraper presenting this bearer token (Prometheus'
+    # ``authorization.credentials_file``); without one configured it answers 404.
+    metrics: bool = True
+    metrics_token: SecretStr | None = None
 
 
 class ServiceSettings(BaseSettings):

@@ -1,4 +1,5 @@
-"""OpenTelemetry traces and metrics, off unless enabled; exporters configured by the standard OTEL_* variables.
+"""OpenTelemetry traces and metrics: OTLP export off unless enabled (exporters configured by the standard OTEL_*
+variables); metrics for Prometheus on by default (``GET /metrics``, platform_common.metrics).
 
 Providers are built per service and passed explicitly (never installed globally), so the embedded runner can
 host five services in one process, each with its own ``service.name``.
@@ -11,11 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from prometheus_client import CollectorRegistry
 
 from platform_common.settings import TelemetrySettings
 
@@ -24,11 +27,19 @@ from platform_common.settings import TelemetrySettings
 class Telemetry:
     tracer_provider: trace.TracerProvider
     meter_provider: metrics.MeterProvider
-    enabled: bool
+    enabled: bool  # traces are recorded (OTLP export, or a test's exporter)
+    # The service's own Prometheus registry (``GET /metrics``): never the process-wide default, so the embedded
+    # runner's five services each expose only their own series.
+    metrics_registry: CollectorRegistry | None = None
     _shutdown: list[Any] = field(default_factory=list)
 
     def tracer(self, name: str) -> trace.Tracer:
         return self.tracer_provider.get_tracer(name)
+
+    @property
+    def instrumented(self) -> bool:
+        """Whether requests and queries are instrumented: for traces, or for the RED metrics on /metrics."""
+        return self.enabled or self.metrics_registry is not None
 
     def shutdown(self) -> None:
         for provider in self._shutdown:
@@ -46,24 +57,48 @@ def setup_telemetry(
     span_exporter: SpanExporter | None = None,
     metric_reader: MetricReader | None = None,
 ) -> Telemetry:
-    """Build the service's providers. ``span_exporter`` and ``metric_reader`` (tests) replace the OTLP exporters."""
-    if not settings.enabled and span_exporter is None:
-        return disabled_telemetry()
+    """Build the service's providers. ``span_exporter`` and ``metric_reader`` (tests) replace the OTLP exporters.
+
+    Metrics for Prometheus (``settings.metrics``, on by default) are independent of OTLP export (``settings.enabled``):
+    a pull endpoint costs nothing until scraped and needs no collector.
+    """
     # OTEL_SERVICE_NAME, when set, names the whole deployment unit; otherwise each service names itself.
     resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name})
-    tracer_provider = TracerProvider(resource=resource)
-    if span_exporter is not None:
-        tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
-        readers = [metric_reader] if metric_reader is not None else []
-        test_meters = MeterProvider(resource=resource, metric_readers=readers)
-        return Telemetry(tracer_provider, test_meters, enabled=True, _shutdown=[tracer_provider, test_meters])
+    export_otlp = settings.enabled and span_exporter is None
+    shutdown: list[Any] = []
 
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    tracer_provider: trace.TracerProvider = trace.NoOpTracerProvider()
+    if span_exporter is not None or export_otlp:
+        sdk_tracer_provider = TracerProvider(resource=resource)
+        if span_exporter is not None:
+            sdk_tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+        else:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    sdk_meter_provider = MeterProvider(
-        resource=resource, metric_readers=[PeriodicExportingMetricReader(OTLPMetricExporter())]
+            sdk_tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        tracer_provider = sdk_tracer_provider
+        shutdown.append(sdk_tracer_provider)
+
+    readers: list[MetricReader] = []
+    registry = CollectorRegistry(auto_describe=False) if settings.metrics else None
+    if registry is not None:
+        readers.append(PrometheusMetricReader(registry=registry))
+    if metric_reader is not None:
+        readers.append(metric_reader)
+    if export_otlp:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    meter_provider: metrics.MeterProvider = metrics.NoOpMeterProvider()
+    if readers:
+        sdk_meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        meter_provider = sdk_meter_provider
+        shutdown.append(sdk_meter_provider)
+    return Telemetry(
+        tracer_provider,
+        meter_provider,
+        enabled=span_exporter is not None or export_otlp,
+        metrics_registry=registry,
+        _shutdown=shutdown,
     )
-    return Telemetry(tracer_provider, sdk_meter_provider, enabled=True, _shutdown=[tracer_provider, sdk_meter_provider])

@@ -28,12 +28,20 @@ from platform_common.messaging.envelope import Envelope
 from platform_common.messaging.tables import add_messaging_tables
 from platform_common.messaging.transport import KafkaTransport
 from platform_common.runtime import ServiceDefinition, ServiceRuntime
-from platform_common.settings import DatabaseSettings, KafkaSettings, MessagingSettings, ServiceSettings
+from platform_common.settings import (
+    DatabaseSettings,
+    KafkaSettings,
+    MessagingSettings,
+    ServiceSettings,
+    TelemetrySettings,
+)
 from platform_common.testing import wait_until
 from platform_common.testing.auth import TokenFactory
 from platform_common.testing.contract import create_schema
+from platform_common.testing.metrics import scrape
 
 PROBLEM = "application/problem+json"
+SCRAPE_TOKEN = "scrape-token-for-tests"
 
 
 class _Invoice(pydantic.BaseModel):
@@ -82,7 +90,11 @@ class Service:
 
 @asynccontextmanager
 async def open_service(
-    db_url: str, *, kafka_bootstrap: str | None = None, outbox_retention_s: float = 24 * 3600
+    db_url: str,
+    *,
+    kafka_bootstrap: str | None = None,
+    outbox_retention_s: float = 24 * 3600,
+    metrics_token: str | None = None,
 ) -> AsyncIterator[Service]:
     suffix = uuid.uuid4().hex[:10]
     topic = f"ops.{suffix}"
@@ -116,6 +128,7 @@ async def open_service(
         db=DatabaseSettings(url=db_url),
         messaging=messaging,
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap or "127.0.0.1:1", topic_partitions=2),
+        telemetry=TelemetrySettings(metrics_token=metrics_token),
     )
     app = create_service_app(definition, settings)
     runtime: ServiceRuntime = app.state.runtime
@@ -317,7 +330,7 @@ class TestOperatorsOnly:
 async def test_kafka_lag_is_the_groups_committed_offsets_against_the_partition_ends(
     pg_url: str, kafka_bootstrap: str
 ) -> None:
-    async with open_service(pg_url, kafka_bootstrap=kafka_bootstrap) as svc:
+    async with open_service(pg_url, kafka_bootstrap=kafka_bootstrap, metrics_token=SCRAPE_TOKEN) as svc:
         assert isinstance(svc.runtime.transport, KafkaTransport)
         transport = svc.runtime.transport
         await wait_until(transport.positioned, what="the consumer to join its group")
@@ -352,3 +365,70 @@ async def test_kafka_lag_is_the_groups_committed_offsets_against_the_partition_e
                 "lag": 0,
             }
         ]
+        # The same figure on /metrics, per partition of the group.
+        metrics = await scrape(svc.client, SCRAPE_TOKEN)
+        group = svc.runtime.definition.name
+        lag = metrics.find("ksef_hub_consumer_lag", group=group, topic=svc.topic, partition=str(committed["partition"]))
+        assert [s.value for s in lag] == [0]
+
+
+class TestMetrics:
+    """``GET /metrics`` (platform_common.metrics) on the same service: the token, then what it shows."""
+
+    async def test_without_a_configured_token_the_endpoint_is_not_there(self, svc: Service) -> None:
+        response = await svc.client.get("/metrics", headers={"Authorization": "Bearer anything"})
+        assert response.status_code == 404
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["type"].endswith("/metrics-disabled")
+
+    async def test_only_the_scrape_token_is_admitted(self, db_url: str) -> None:
+        async with open_service(db_url, metrics_token=SCRAPE_TOKEN) as svc:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {SCRAPE_TOKEN}"}, svc.ops):
+                refused = await svc.client.get("/metrics", headers=headers)
+                assert refused.status_code == 401, headers
+                assert refused.headers["content-type"] == PROBLEM
+                assert refused.headers["www-authenticate"] == "Bearer"
+                assert SCRAPE_TOKEN not in refused.text
+            assert (await scrape(svc.client, SCRAPE_TOKEN)).names
+
+    async def test_requests_events_outbox_and_dead_letters_are_measured(self, db_url: str) -> None:
+        async with open_service(db_url, metrics_token=SCRAPE_TOKEN) as svc:
+            svc.behaviour.block = True
+            await svc.emit()
+            await asyncio.wait_for(svc.behaviour.entered.wait(), timeout=30)
+            during = await scrape(svc.client, SCRAPE_TOKEN)
+            assert during.value("ksef_hub_outbox_pending") == 1
+            assert (during.value("ksef_hub_outbox_oldest_pending_age_seconds") or 0) >= 0
+            assert during.value("ksef_hub_dead_letters_pending") == 0
+
+            svc.behaviour.release.set()
+            svc.behaviour.block = False
+            svc.behaviour.fail = True
+            await svc.emit(1)
+
+            async def settled() -> Any:
+                now = await scrape(svc.client, SCRAPE_TOKEN)
+                return (
+                    now
+                    if now.value("ksef_hub_outbox_pending") == 0 and now.value("ksef_hub_dead_letters_pending") == 1
+                    else None
+                )
+
+            after = await wait_until(settled, what="both events to be handled")
+            assert after.value("ksef_hub_events_consumed_total", subscription="main", outcome="applied") == 1
+            assert after.value("ksef_hub_events_consumed_total", subscription="main", outcome="dead_lettered") == 1
+            assert after.value("ksef_hub_outbox_published_total") == 2
+
+            # RED per endpoint, by route template (one series per route, whatever the id), status and method.
+            for dead_letter_id in (98765, 98766):
+                missing = await svc.client.post(f"/ops/dead-letters/{dead_letter_id}/replay", headers=svc.ops)
+                assert missing.status_code == 404
+            red = await scrape(svc.client, SCRAPE_TOKEN)
+            route = "/ops/dead-letters/{dead_letter_id}/replay"
+            assert red.value("http_server_duration_milliseconds_count", http_target=route, http_status_code="404") == 2
+            assert not [s for s in red.samples if "98765" in s.labels.get("http_target", "")]
+            # Scrapes and probes are not traffic.
+            await svc.client.get("/healthz")
+            probes = await scrape(svc.client, SCRAPE_TOKEN)
+            assert not probes.find("http_server_duration_milliseconds_count", http_target="/healthz")
+            assert not probes.find("http_server_duration_milliseconds_count", http_target="/metrics")

@@ -21,6 +21,7 @@ from ksef_gateway.delegation.service import DelegatingCredentials, Delegation, S
 from ksef_gateway.ksef import KsefClients
 from ksef_gateway.ksef.client import GATEWAY_PRODUCT
 from ksef_gateway.ksef.environments import Environment, base_url
+from ksef_gateway.operations.gauges import register_gauges
 from ksef_gateway.operations.service import Operations
 from ksef_gateway.outages.latarnia import HttpLatarnia, latarnia_url
 from ksef_gateway.outages.monitor import AvailabilityMonitor
@@ -71,6 +72,7 @@ class Gateway:
             budget=self.budget,
             tracer=runtime.telemetry.tracer("ksef_hub.ksef-gateway.ksef"),
             observer=self.communication_log,
+            meter=runtime.telemetry.meter_provider.get_meter("ksef_hub.ksef-gateway.ksef"),
         )
         self.leases = ContextLeases(
             runtime.db, ksef.replica_id, ttl_s=ksef.lease_ttl_s, renew_interval_s=ksef.lease_renew_interval_s
@@ -187,6 +189,7 @@ class Gateway:
             leases=self.leases,
             availability=self.availability,
         )
+        register_gauges(runtime.gauges, self.operations)
 
     async def start(self) -> None:
         ksef = self.settings.ksef

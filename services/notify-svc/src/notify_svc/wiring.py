@@ -8,6 +8,7 @@ import weakref
 from notify_svc.mail.sender import MailSender
 from notify_svc.mail.smtp import SmtpTransport
 from notify_svc.settings import NotifySettings
+from notify_svc.webhooks.gauges import register_gauges
 from notify_svc.webhooks.sender import WebhookSender
 from notify_svc.webhooks.service import WebhookSubscriptions
 from notify_svc.webhooks.targets import TargetPolicy
@@ -69,6 +70,7 @@ def webhook_sender(runtime: ServiceRuntime) -> WebhookSender:
             mail_wake=mail_sender(runtime).wake,
             meter=runtime.telemetry.meter_provider.get_meter("notify-svc.webhooks"),
         )
+        register_gauges(runtime.gauges, runtime.db)
     return sender
 
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx
 from cryptography import x509
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ksef_gateway.budget.service import Budget, BudgetUnavailable, EndpointGroup
@@ -160,6 +160,7 @@ class KsefClient:
         budget: Budget,
         tracer: trace.Tracer | None = None,
         observer: CallObserver | None = None,
+        meter: metrics.Meter | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.environment = environment
@@ -169,6 +170,11 @@ class KsefClient:
         self._budget = budget
         self._tracer = tracer or trace.NoOpTracer()
         self._observer = observer
+        self._calls = (meter or metrics.NoOpMeter(__name__)).create_counter(
+            "ksef_hub.ksef.calls",
+            description="Logical KSeF calls (retries included) by context, operation and outcome; 429s are "
+            "outcome=rate_limited",
+        )
         self._clock = clock
         self._user_agent = f"{GATEWAY_PRODUCT} (replica {settings.replica_id})"
         self._keys: list[PublicKeyCertificate] | None = None
@@ -197,6 +203,17 @@ class KsefClient:
         return random.uniform(0, ceiling)  # jitter, not cryptography
 
     async def _observe(self, call: _Call, error: KsefError | None, started: float) -> None:
+        outcome = outcome_of(error)
+        # Per context, as KSeF counts its limits; an office's clients are hundreds of series, not millions.
+        self._calls.add(
+            1,
+            {
+                "environment": str(self.environment),
+                "context_nip": call.context or "none",
+                "operation": call.operation,
+                "outcome": outcome,
+            },
+        )
         if self._observer is None:
             return
         record = CallRecord(
@@ -204,7 +221,7 @@ class KsefClient:
             context_nip=call.context,
             operation=call.operation,
             http_status=call.status if error is None or error.http_status is None else error.http_status,
-            outcome=outcome_of(error),
+            outcome=outcome,
             reference_numbers=tuple(dict.fromkeys(r for r in call.refs if r)),
             error_codes=tuple(error.codes) if error is not None else (),
             description=error.description[:500] if error is not None else None,
@@ -1128,6 +1145,7 @@ class KsefClients:
         budget: Budget,
         tracer: trace.Tracer | None = None,
         observer: CallObserver | None = None,
+        meter: metrics.Meter | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.http = http
@@ -1135,6 +1153,7 @@ class KsefClients:
         self._budget = budget
         self._tracer = tracer
         self._observer = observer
+        self._meter = meter
         self._clock = clock
         self._clients: dict[Environment, KsefClient] = {}
 
@@ -1149,6 +1168,7 @@ class KsefClients:
                 budget=self._budget,
                 tracer=self._tracer,
                 observer=self._observer,
+                meter=self._meter,
                 clock=self._clock,
             )
         return client

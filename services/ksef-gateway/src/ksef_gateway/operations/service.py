@@ -9,7 +9,7 @@ replica's view: it is complete for the contexts whose lease this replica holds (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from ksef_gateway.budget.service import Budget, EndpointGroup, RateBudget
 from ksef_gateway.communication.service import CommunicationLog, HourOfCalls
@@ -108,6 +108,21 @@ class OverviewPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class ClientLevels:
+    """What the gauges (``operations/gauges.py``) show of one client."""
+
+    client_nip: str
+    sync_lag: timedelta | None
+    offline_queued: int
+    offline_nearest_deadline: date | None
+    stuck: int
+
+
+# Clients read per query when the gauges are refreshed: an office's few hundred clients take a few pages.
+LEVELS_PAGE = 500
+
+
 class Operations:
     def __init__(
         self,
@@ -158,6 +173,36 @@ class Operations:
             items=items,
             next_cursor=nips[-1] if more and nips else None,
         )
+
+    async def levels(self) -> list[ClientLevels]:
+        """Sync lag and sales backlog of every client the sync or the sales know (scraped as gauges)."""
+        found: list[ClientLevels] = []
+        after: str | None = None
+        while True:
+            pages = [
+                await self._sync.known_nips(after=after, limit=LEVELS_PAGE + 1),
+                await self._sales.client_nips(after=after, limit=LEVELS_PAGE + 1),
+            ]
+            nips, more = merge_pages(pages, LEVELS_PAGE)
+            if not nips:
+                return found
+            statuses = await self._sync.statuses(nips)
+            sales = await self._sales.backlogs(nips, stuck_after=self.stuck_after)
+            for nip in nips:
+                status = statuses.get(nip)
+                backlog = sales.get(nip, _EMPTY_SALES)
+                found.append(
+                    ClientLevels(
+                        client_nip=nip,
+                        sync_lag=max_lag(s.lag for s in status.subjects if s.enabled) if status else None,
+                        offline_queued=backlog.offline_queued,
+                        offline_nearest_deadline=backlog.offline_nearest_deadline,
+                        stuck=backlog.stuck,
+                    )
+                )
+            if not more:
+                return found
+            after = nips[-1]
 
     async def client(self, nip: str) -> tuple[ClientOverview, KsefState]:
         (overview,) = await self._overviews([nip])

@@ -33,9 +33,11 @@ from ksef_gateway.wiring import Gateway
 from ksef_sim.domain.seed import random_nip
 from ksef_sim.settings import RateLimitMode, SimSettings
 from ksef_sim.testing import RunningSim, serve
-from platform_common.settings import DatabaseSettings, MessagingSettings
+from platform_common.settings import DatabaseSettings, MessagingSettings, TelemetrySettings
 from platform_common.testing import wait_until
 from platform_common.testing.auth import FakeClock, TokenFactory, open_clients
+
+SCRAPE_TOKEN = "operations-scrape-token"
 
 
 @dataclass
@@ -79,6 +81,7 @@ async def world(sim: RunningSim, db_url: str, tmp_path: Path) -> AsyncIterator[W
         outages=OutageSettings(check_interval_s=0.1, failure_threshold=2),
         budget=BudgetSettings(circuit_cooldown_s=0.5),
         data_dir=tmp_path,
+        telemetry=TelemetrySettings(metrics_token=SecretStr(SCRAPE_TOKEN)),
     )
     app = create_app(settings, migrate_on_start=True)
     authenticator = app.state.authenticator

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import generate_latest
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -39,6 +40,7 @@ from platform_common.sealing import generate_keypair
 from platform_common.settings import DatabaseSettings, MessagingSettings, TelemetrySettings
 from platform_common.telemetry import Telemetry, setup_telemetry
 from platform_common.testing.http_receiver import Received, Receiver, Reply
+from platform_common.testing.metrics import Scrape, parse
 from platform_common.testing.smtp import SmtpCatcher
 
 PRIVATE, _PUBLIC = generate_keypair()
@@ -453,3 +455,37 @@ async def test_attempts_latency_and_backlog_are_opentelemetry_metrics_per_subscr
     assert durations[str(up)] == 1 and durations[str(down)] >= 2
     backlog = {p.attributes["subscription_id"]: p.value for p in points["webhook.backlog"]}
     assert backlog.get(str(down)) == 1 and backlog.get(str(up), 0) == 0
+
+
+async def test_failing_deliveries_per_client_are_scraped_gauges(runtime: Runtime) -> None:
+    telemetry = setup_telemetry("notify-svc", TelemetrySettings())
+    registry = telemetry.metrics_registry
+    assert registry is not None
+    # Long enough a window that the retrying state is seen between two scrapes, short enough to end in the test.
+    rt = await runtime(telemetry=telemetry, give_up_after_s=4)
+    service, sender = webhook_subscriptions(rt), webhook_sender(rt)
+    failing = await Receiver(reply=lambda _r: Reply(500, b"broken")).start()
+
+    async def scraped() -> Scrape:
+        await rt.gauges.refresh()
+        return parse(generate_latest(registry).decode())
+
+    try:
+        await _subscribe(service, _client(), failing)
+        await _publish(rt, _invoice()[0])
+
+        async def retrying() -> bool:
+            return (await scraped()).value("ksef_hub_webhooks_retrying", client_nip=CLIENT_A) == 1
+
+        await _until(sender, retrying)
+
+        async def given_up() -> bool:
+            seen = await scraped()
+            return seen.value("ksef_hub_webhooks_given_up", client_nip=CLIENT_A) == 1 and (
+                seen.value("ksef_hub_webhooks_retrying", client_nip=CLIENT_A) is None
+            )
+
+        await _until(sender, given_up)
+        assert (await scraped()).value("ksef_hub_webhooks_given_up", client_nip=CLIENT_B) is None
+    finally:
+        await failing.close()
