@@ -8,6 +8,7 @@ settings class from the environment a container would get (there is no Docker en
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from collections.abc import Mapping
@@ -104,6 +105,8 @@ def k8s_secrets() -> dict[tuple[str, str], str]:
     private_key, public_key = generate_keypair()
     values[("ksef-hub-notify-seal", "NOTIFY_SEAL_PRIVATE_KEY")] = private_key
     values[("ksef-hub-notify-seal", "AUTH_NOTIFY_PUBLIC_KEY")] = public_key
+    values[("ksef-hub-notify-webhooks", "NOTIFY_WEBHOOKS__SECRETS_KEY")] = base64.b64encode(bytes(range(32))).decode()
+    values[("ksef-hub-metrics", "token")] = "metrics-0123abcd"
     return values
 
 
@@ -186,3 +189,20 @@ class TestNotifySealKey:
         documents = list(yaml.safe_load_all((K8S_BASE / "secrets.example.yaml").read_text()))
         example = next(d for d in documents if d["metadata"]["name"] == "ksef-hub-notify-seal")["stringData"]
         assert set(example) == {"NOTIFY_SEAL_PRIVATE_KEY", "AUTH_NOTIFY_PUBLIC_KEY"}
+
+    def test_kubernetes_gives_notify_svc_its_webhook_secrets_key_and_every_service_its_scrape_token(
+        self, k8s_secrets: dict[tuple[str, str], str]
+    ) -> None:
+        # notify-svc refuses to start in production without the key (notify_svc/wiring.py).
+        notify = _settings(NotifySettings, _k8s_env(K8S_BASE / "notify-svc" / "deployment.yaml", k8s_secrets))
+        assert notify.environment == "production" and notify.webhooks.secrets_key is not None
+        every: dict[str, type[ServiceSettings]] = {"auth-svc": AuthSettings, **CLIENTS}
+        for name, cls in every.items():
+            settings = _settings(cls, _k8s_env(K8S_BASE / name / "deployment.yaml", k8s_secrets))
+            token = settings.telemetry.metrics_token
+            assert token is not None and token.get_secret_value() == k8s_secrets[("ksef-hub-metrics", "token")], name
+        documents = {
+            d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S_BASE / "secrets.example.yaml").read_text())
+        }
+        assert set(documents["ksef-hub-metrics"]["stringData"]) == {"token"}
+        assert set(documents["ksef-hub-notify-webhooks"]["stringData"]) == {"NOTIFY_WEBHOOKS__SECRETS_KEY"}

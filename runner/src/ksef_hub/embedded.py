@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Request
@@ -157,7 +157,7 @@ def embedded_settings(
                 settings = mail_catcher.notify_settings(settings)
             if webhook_catcher is not None:
                 settings = webhook_catcher.notify_settings(settings)
-        return settings
+        return with_metrics_token(settings, data_dir)
     # A dict, merged with AUTH_SERVICE_CREDENTIALS: clients registered there keep working.
     settings = AuthSettings(**values, service_credentials=dict(wiring.client_secrets))
     if "link_base_url" not in settings.model_fields_set:
@@ -165,7 +165,28 @@ def embedded_settings(
         settings = settings.model_copy(update={"link_base_url": wiring.url})
     if "notify_public_key" not in settings.model_fields_set:
         settings = settings.model_copy(update={"notify_public_key": embedded_notify_public_key(data_dir)})
-    return settings
+    return with_metrics_token(settings, data_dir)
+
+
+# The scrape token of every service's /metrics when <PREFIX>_TELEMETRY__METRICS_TOKEN is not set: made on first
+# start (0600) and kept, so that a Prometheus pointed at `make run` keeps scraping across restarts.
+METRICS_TOKEN_FILE = "metrics-token"  # noqa: S105 (a file name, not the token)
+ServiceSettingsT = TypeVar("ServiceSettingsT", bound=ServiceSettings)
+
+
+def with_metrics_token(settings: ServiceSettingsT, data_dir: Path) -> ServiceSettingsT:
+    if settings.telemetry.metrics_token is not None:
+        return settings
+    path = data_dir / METRICS_TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    token = SecretStr(path.read_text(encoding="ascii").strip())
+    return settings.model_copy(update={"telemetry": settings.telemetry.model_copy(update={"metrics_token": token})})
 
 
 def embedded_notify_public_key(data_dir: Path) -> str:
@@ -470,6 +491,10 @@ def create_embedded_app(
             lines = [f"KSeF Hub (embedded) is up at {public_url} - data in {data_dir}"]
             lines.append(f"  {'web UI':<13} {public_url}/  (log in with a demo account listed there)")
             lines += [f"  {s.name:<13} {public_url}{s.prefix}  (ready: {public_url}{s.prefix}/readyz)" for s, _ in apps]
+            lines.append(
+                f"  {'metrics':<13} {public_url}<prefix>/metrics  (Prometheus; bearer token in "
+                f"{data_dir / METRICS_TOKEN_FILE} unless <PREFIX>_TELEMETRY__METRICS_TOKEN is set)"
+            )
             if ksef_sim_app is not None:
                 lines.append(
                     f"  {'ksef-sim':<13} {public_url}{KSEF_SIM_PREFIX}/v2  (KSeF 2.0 simulator; operator API "

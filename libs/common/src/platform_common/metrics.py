@@ -65,6 +65,7 @@ class ScrapedGauges:
     def __init__(self, meter: metrics.Meter) -> None:
         self._meter = meter
         self._groups: list[_Group] = []
+        self._specs: list[GaugeSpec] = []
         self._failures = meter.create_counter(
             "ksef_hub.metrics.sample_failures", description="Scrapes at which a gauge could not be read, by gauge"
         )
@@ -83,7 +84,10 @@ class ScrapedGauges:
                 raise ValueError(f"duplicate gauge {spec.name!r}")
         group = _Group(tuple(spec.name for spec in specs), sample)
         self._groups.append(group)
+        self._specs.extend(specs)
         for spec in specs:
+            # A zero from the start, so that ``increase()`` sees the first failure (a series born at 1 shows none).
+            self._failures.add(0, {"gauge": spec.name})
 
             def observe(_options: CallbackOptions, name: str = spec.name) -> Iterable[Observation]:
                 return [Observation(r.value, dict(r.attributes)) for r in group.readings.get(name, ())]
@@ -95,6 +99,10 @@ class ScrapedGauges:
     @property
     def names(self) -> Sequence[str]:
         return [name for g in self._groups for name in g.names]
+
+    @property
+    def specs(self) -> Sequence[GaugeSpec]:
+        return list(self._specs)
 
     async def refresh(self, timeout_s: float = SAMPLE_TIMEOUT_S) -> None:
         # One refresh at a time: two scrapes at once (two Prometheus replicas) would otherwise double the queries.

@@ -19,7 +19,7 @@ from platform_common.messaging.monitoring import MessagingMonitor
 from platform_common.messaging.outbox import Outbox, OutboxRelay
 from platform_common.messaging.tables import MessagingTables
 from platform_common.messaging.transport import InProcessBus, InProcessTransport, KafkaTransport, Transport
-from platform_common.metrics import Reading, ScrapedGauges
+from platform_common.metrics import GaugeSpec, Reading, ScrapedGauges
 from platform_common.migrations import upgrade_async
 from platform_common.settings import ServiceSettings
 from platform_common.telemetry import Telemetry, disabled_telemetry
@@ -59,6 +59,12 @@ class ServiceDefinition:
     operator: Callable[..., Any] | None = None
     version: str = "0.1.0"
     description: str = ""
+
+
+# With Kafka only: the in-process bus delivers inside the relay, so its lag is the outbox's oldest pending age.
+CONSUMER_LAG = GaugeSpec(
+    "ksef_hub.consumer.lag", "Messages of a partition this service's consumer group has not committed yet"
+)
 
 
 class ServiceRuntime:
@@ -149,11 +155,7 @@ class ServiceRuntime:
                     if p.lag is not None
                 ]
 
-            self.gauges.gauge(
-                "ksef_hub.consumer.lag",
-                consumer_lag,
-                description="Messages of a partition this service's consumer group has not committed yet",
-            )
+            self.gauges.gauge(CONSUMER_LAG.name, consumer_lag, description=CONSUMER_LAG.description)
 
     async def start(self) -> None:
         if self._migrate_on_start:
