@@ -341,14 +341,8 @@ class Integrations:
                 raise IntegrationError(
                     "own-office", "The office cannot consent on its client's behalf: the client must.", status=403
                 )
-            if row.state != IntegrationState.REQUESTED:
-                raise IntegrationError(
-                    "link-closed", f"This request is no longer open (it is {row.state}).", status=409
-                )
-            if self.clock() >= row.consent_expires_at:
-                raise IntegrationError(
-                    "link-expired", "This request has expired; ask the office to send a new one.", status=410
-                )
+            # 409, not the link's 410: the request exists for this user, it is its state that refuses.
+            self._require_open(row, closed_status=409)
             return await self._decide(session, repo, row, actor, decision)
 
     async def _decide(
@@ -472,6 +466,17 @@ class Integrations:
             "updated_at": now,
         }
 
+    def _require_open(self, row: Row[Any], *, closed_status: int) -> None:
+        """A consent request can be decided while it is requested and before its expiry (link or signed in)."""
+        if row.state != IntegrationState.REQUESTED:
+            raise IntegrationError(
+                "link-closed", f"This request is no longer open (it is {row.state}).", status=closed_status
+            )
+        if self.clock() >= row.consent_expires_at:
+            raise IntegrationError(
+                "link-expired", "This consent request has expired; ask the office to send a new one.", status=410
+            )
+
     async def _usable_link(
         self, repo: IntegrationRepository, token: str, visitor: Principal | None, *, lock: bool = False
     ) -> Row[Any]:
@@ -482,12 +487,7 @@ class Integrations:
             )
         if row.consent_used_at is not None:
             raise IntegrationError("link-used", "This consent link has already been used.", status=410)
-        if row.state != IntegrationState.REQUESTED:
-            raise IntegrationError("link-closed", f"This request is no longer open (it is {row.state}).", status=410)
-        if self.clock() >= row.consent_expires_at:
-            raise IntegrationError(
-                "link-expired", "This consent link has expired; ask the office to send a new one.", status=410
-            )
+        self._require_open(row, closed_status=410)
         if visitor is not None:
             if visitor.org == row.office_id:
                 raise IntegrationError(
