@@ -28,6 +28,7 @@ PUBLIC = {
     ("POST", "/password-reset/confirm"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
+    ("GET", "/metrics"),  # admitted by the scrape token the handler checks (platform_common.metrics)
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
