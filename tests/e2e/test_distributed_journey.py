@@ -20,7 +20,6 @@ import io
 import json
 import os
 import random
-import re
 import zipfile
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -37,6 +35,7 @@ from standardwebhooks.webhooks import Webhook
 
 from ksef_gateway.testing import KsefHarness
 from ksef_hub.distributed import Bootstrap, InfraInstance, Process, Supervisor
+from ksef_hub.onboarding import CODE, CONSENT_LINK, FAST, INVITATION_LINK, PlatformClient, RetryUnavailable
 from platform_common.testing import wait_until
 from platform_common.testing.auth import serve_config_on_loopback
 
@@ -54,101 +53,15 @@ CLIENTS = [
     ("Sklep Zachód", "5272525995"),
 ]
 ADMIN, OPERATOR = "admin@podroz.example.com", "ops@podroz.example.com"
-CONSENT_LINK = re.compile(r"https?://\S+/approval/consent\?token=\S+")
-INVITATION_LINK = re.compile(r"https?://\S+/invitations/accept\?token=(\S+)")
-CODE = re.compile(r"\b([A-HJ-NP-Z2-9]{5}-[A-HJ-NP-Z2-9]{5})\b")
 SERVICES = ("auth", "gateway", "buffer", "approval", "notify")
-
-# Fast polls and ticks: the journey waits for what happens, never for a fixed time.
-FAST = {
-    "ksef-sim": {
-        "KSEF_SIM_RATE_LIMITS": "off",
-        "KSEF_SIM_PERMANENT_STORAGE_DELAY_S": "0",
-        "KSEF_SIM_PERMANENT_STORAGE_JITTER_S": "0",
-        "KSEF_SIM_EXPORT_PROCESSING_DELAY_S": "0",
-        "KSEF_SIM_AUTH_PROCESSING_DELAY_S": "0",
-    },
-    "ksef-gateway": {
-        "GATEWAY_MESSAGING__RELAY_POLL_INTERVAL_S": "0.1",
-        "GATEWAY_KSEF__AUTH_POLL_INTERVAL_S": "0.05",
-        "GATEWAY_SYNC__TICK_INTERVAL_S": "0.2",
-        "GATEWAY_SYNC__EXPORT_POLL_INTERVAL_S": "0.1",
-        "GATEWAY_SYNC__EXPORT_POLL_MAX_INTERVAL_S": "0.5",
-        "GATEWAY_SYNC__BACKFILL_MONTHS": "2",
-        "GATEWAY_BUDGET__MODE": "off",
-    },
-    "buffer-svc": {"BUFFER_MESSAGING__RELAY_POLL_INTERVAL_S": "0.1"},
-    "approval-svc": {"APPROVAL_MESSAGING__RELAY_POLL_INTERVAL_S": "0.1"},
-    "auth-svc": {"AUTH_MESSAGING__RELAY_POLL_INTERVAL_S": "0.1"},
-    "notify-svc": {
-        "NOTIFY_MESSAGING__RELAY_POLL_INTERVAL_S": "0.1",
-        "NOTIFY_MAIL__POLL_INTERVAL_S": "0.2",
-        "NOTIFY_WEBHOOKS__POLL_INTERVAL_S": "0.2",
-        "NOTIFY_WEBHOOKS__RETRY_DELAYS_S": "[0.5, 1, 2, 5]",
-    },
-}
-
-
-class RetryUnavailable(httpx.AsyncBaseTransport):
-    """What a client of the platform does while a service restarts: an answer 502/503 (or a refused connection) is
-    asked again after a pause (its Retry-After, at most 1 s), for up to two minutes. Safe for the journey's calls made
-    while chaos runs: reads, the credential's PUT and sales POSTs under an Idempotency-Key."""
-
-    def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
-        deadline = asyncio.get_running_loop().time() + 120
-        while True:
-            try:
-                response = await self._inner.handle_async_request(
-                    httpx.Request(request.method, request.url, headers=request.headers, content=body)
-                )
-                if response.status_code not in (502, 503) or asyncio.get_running_loop().time() > deadline:
-                    return response
-                await response.aread()
-                await response.aclose()
-                pause = min(float(response.headers.get("retry-after") or 0.2), 1.0)
-            except httpx.ConnectError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                pause = 0.2
-            await asyncio.sleep(pause)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 @dataclass
-class Platform:
-    supervisor: Supervisor
-    http: httpx.AsyncClient
-    sim: KsefHarness
-    sim_operator: dict[str, str]
-    report: dict[str, Any] = field(default_factory=dict)
-
-    async def login(self, email: str) -> dict[str, str]:
-        response = await self.http.post("/auth/login", json={"email": email, "password": PASSWORD})
-        assert response.status_code == 200, response.text
-        return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-    async def mails(self, recipient: str, pattern: re.Pattern[str]) -> list[dict[str, Any]]:
-        response = await self.http.get("/notify/dev/mail")
-        assert response.status_code == 200, response.text
-        return [m for m in response.json() if recipient in m["to"] and pattern.search(m["text"])]
-
-    async def mail(self, recipient: str, pattern: re.Pattern[str], timeout: float = 120) -> re.Match[str]:
-        found: list[dict[str, Any]] = []
-
-        async def arrived() -> bool:
-            found[:] = await self.mails(recipient, pattern)
-            return bool(found)
-
-        await wait_until(arrived, timeout=timeout, what=f"a mail to {recipient}")
-        match = pattern.search(found[0]["text"])
-        assert match
-        return match
+class Platform(PlatformClient):
+    supervisor: Supervisor = field(kw_only=True)
+    sim: KsefHarness = field(kw_only=True)
+    sim_operator: dict[str, str] = field(kw_only=True)
+    report: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
 
 @pytest.fixture
@@ -171,7 +84,14 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
         ):
             token = supervisor.sim_operator_token()
             sim = KsefHarness(supervisor.processes["ksef-sim"].url, sim_http)
-            yield Platform(supervisor, http, sim, {"Authorization": f"Bearer {token}"})
+            yield Platform(
+                http,
+                PASSWORD,
+                browser_transport=RetryUnavailable,
+                supervisor=supervisor,
+                sim=sim,
+                sim_operator={"Authorization": f"Bearer {token}"},
+            )
     finally:
         await supervisor.stop()
         await infra.run("down")
@@ -185,68 +105,26 @@ async def _connect_clients(p: Platform, admin: dict[str, str], office_id: str) -
     KSeF token with the gateway. Returns the owners' bearer headers by NIP."""
     owners: dict[str, dict[str, str]] = {}
     for name, nip in CLIENTS:
-        owner_email, return_email = f"zarzad@{nip}.example.com", f"kody-{nip}@podroz.example.com"
-        asked = await p.http.post(
-            f"/approval/offices/{office_id}/integrations",
-            json={
-                "client_nip": nip,
-                "client_name": name,
-                "client_email": owner_email,
-                "return_email": return_email,
-                "send_sales": True,
-            },
-            headers=admin,
+        owner = await p.connect_client(
+            admin,
+            office_id,
+            name,
+            nip,
+            owner_email=f"zarzad@{nip}.example.com",
+            return_email=f"kody-{nip}@podroz.example.com",
         )
-        assert asked.status_code == 201, asked.text
-        integration = asked.json()["id"]
-        link = urlsplit((await p.mail(owner_email, CONSENT_LINK)).group(0))
-        page = await p.http.get(f"{link.path}?{link.query}")
-        assert page.status_code == 200, page.text
-        fields = dict(re.findall(r'name="(token|csrf)" value="([^"]+)"', page.text))
-        decided = await p.http.post(
-            link.path, data=fields | {"decision": "agree", "access_mode": "token", "lang": "pl"}
-        )
-        assert decided.status_code == 200, decided.text
-        invitation = (await p.mail(owner_email, INVITATION_LINK)).group(1)
-        accepted = await p.http.post("/auth/invitations/accept", json={"token": invitation, "password": PASSWORD})
-        assert accepted.status_code == 200, accepted.text
-        code = (await p.mail(return_email, CODE)).group(1)
-        activated = await p.http.post(
-            f"/approval/integrations/{integration}/activation", json={"code": code}, headers=admin
-        )
-        assert activated.status_code == 200 and activated.json()["state"] == "active", activated.text
-        owners[nip] = await p.login(owner_email)
+        assert owner is not None
+        owners[nip] = owner
     return owners
 
 
 async def _register_tokens(p: Platform, admin: dict[str, str]) -> None:
     for _name, nip in CLIENTS:
-        token = await p.sim.create_ksef_token(nip)
-        registered: list[httpx.Response] = []
-
-        async def accepted(nip: str = nip, token: str = token, registered: list[httpx.Response] = registered) -> bool:
-            # 404 until the gateway's replicas have consumed integration.activated.
-            response = await p.http.put(
-                f"/gateway/clients/{nip}/credential", json={"kind": "ksef_token", "token": token}, headers=admin
-            )
-            registered[:] = [response]
-            return response.status_code != 404
-
-        await wait_until(accepted, timeout=120, what=f"the gateway to accept {nip}'s token")
-        assert registered[0].status_code in (200, 201), registered[0].text
+        await p.register_token(admin, nip, await p.sim.create_ksef_token(nip))
 
 
 async def _entries(p: Platform, nip: str, who: dict[str, str], **query: Any) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params = {"limit": 500, **query} | ({"cursor": cursor} if cursor else {})
-        page = await p.http.get(f"/buffer/clients/{nip}/purchases", params=params, headers=who)
-        assert page.status_code == 200, page.text
-        items += page.json()["items"]
-        cursor = page.json()["next_cursor"]
-        if not cursor:
-            return items
+    return await p.entries(nip, who, **query)
 
 
 async def _all_fetched(p: Platform, admin: dict[str, str], seeded: dict[str, int], timeout: float) -> None:
