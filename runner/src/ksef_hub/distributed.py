@@ -452,7 +452,13 @@ class Supervisor:
     def front_app(self) -> FastAPI:
         app = FastAPI(title="KSeF Hub (distributed, local)", docs_url=None, redoc_url=None, openapi_url=None)
         install_problem_handlers(app)  # what it refuses (413, an unknown prefix) as problem documents, as the services
-        client = httpx.AsyncClient(timeout=httpx.Timeout(120, connect=5), trust_env=False)
+        # Idle connections dropped well before uvicorn's own 5 s keep-alive: a request sent on a connection the
+        # service is closing at that moment would be answered "disconnected" (502) with nothing to retry safely.
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(120, connect=5),
+            limits=httpx.Limits(keepalive_expiry=2.0),
+            trust_env=False,
+        )
         app.router.on_shutdown.append(client.aclose)
         dev_only = [Depends(public("the local distributed runner's development endpoints, on loopback only"))]
         app.include_router(self.mail.router())
