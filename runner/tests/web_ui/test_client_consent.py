@@ -3,29 +3,26 @@ e-mailed link; the office's return address gets the activation code, and the lin
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.async_api import expect
 
 from approval_svc.demo import DEMO_CLIENT_EMAIL, DEMO_RETURN_EMAIL
 from auth_svc.demo import CLIENT_PENDING, DEMO_PASSWORD, OFFICE, OFFICE_ADMIN, PENDING_CLIENT_OWNER
+from ksef_hub.onboarding import CODE, CONSENT_LINK, PlatformClient
 from platform_common.testing import wait_until
 from platform_common.testing.browser import Pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CONSENT_LINK = re.compile(r"https?://\S+/approval/consent\?token=\S+")
-CODE = re.compile(r"\b([A-HJ-NP-Z2-9]{5}-[A-HJ-NP-Z2-9]{5})\b")
 
-
-async def _mails(client: Any, recipient: str, pattern: re.Pattern[str]) -> list[dict[str, Any]]:
-    response = await client.get("/notify/dev/mail")
-    assert response.status_code == 200, response.text
-    return [m for m in response.json() if recipient in m["to"] and pattern.search(m["text"])]
+def _mails(client: httpx.AsyncClient) -> PlatformClient:
+    """The runner's mail catcher, read afresh at every look (mail_interval 0)."""
+    return PlatformClient(client, DEMO_PASSWORD, mail_interval=0)
 
 
 async def test_the_owner_agrees_in_the_application_and_the_link_is_spent(
@@ -35,7 +32,7 @@ async def test_the_owner_agrees_in_the_application_and_the_link_is_spent(
         links: list[dict[str, Any]] = []
 
         async def request_mailed() -> bool:
-            links[:] = await _mails(client, DEMO_CLIENT_EMAIL, CONSENT_LINK)
+            links[:] = await _mails(client).mails(DEMO_CLIENT_EMAIL, CONSENT_LINK)
             return bool(links)
 
         # The demo's request for the pending client is in flight: its link went to the client by mail.
@@ -58,7 +55,7 @@ async def test_the_owner_agrees_in_the_application_and_the_link_is_spent(
         codes: list[dict[str, Any]] = []
 
         async def code_mailed() -> bool:
-            codes[:] = await _mails(client, DEMO_RETURN_EMAIL, CODE)
+            codes[:] = await _mails(client).mails(DEMO_RETURN_EMAIL, CODE)
             return bool(codes)
 
         await wait_until(code_mailed, timeout=60, what="the activation code at the office's return address")

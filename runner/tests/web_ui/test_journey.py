@@ -20,14 +20,19 @@ from playwright.async_api import expect
 
 from approval_svc.demo import DEMO_CLIENT_EMAIL, DEMO_RETURN_EMAIL
 from auth_svc.demo import CLIENT_PENDING, DEMO_PASSWORD, OFFICE_ADMIN, PENDING_CLIENT_OWNER
+from ksef_hub.onboarding import CODE, CONSENT_LINK, PlatformClient
 from platform_common.testing import wait_until
 from platform_common.testing.browser import Pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
+
+def _mails(client: httpx.AsyncClient) -> PlatformClient:
+    """The runner's mail catcher, read afresh at every look (mail_interval 0)."""
+    return PlatformClient(client, DEMO_PASSWORD, mail_interval=0)
+
+
 CLIENT_NAME, CLIENT_NIP = CLIENT_PENDING
-CONSENT_LINK = re.compile(r"https?://\S+/approval/consent\?token=\S+")
-CODE = re.compile(r"\b([A-HJ-NP-Z2-9]{5}-[A-HJ-NP-Z2-9]{5})\b")
 
 
 async def _bearer(client: httpx.AsyncClient, email: str) -> dict[str, str]:
@@ -36,18 +41,12 @@ async def _bearer(client: httpx.AsyncClient, email: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-async def _mails(client: httpx.AsyncClient, recipient: str, pattern: re.Pattern[str]) -> list[dict[str, Any]]:
-    response = await client.get("/notify/dev/mail")
-    assert response.status_code == 200, response.text
-    return [m for m in response.json() if recipient in m["to"] and pattern.search(m["text"])]
-
-
 async def _next_mail(client: httpx.AsyncClient, recipient: str, pattern: re.Pattern[str], seen: int) -> dict[str, Any]:
     """The newest mail to ``recipient`` matching ``pattern`` once there are more than ``seen`` of them."""
     found: list[dict[str, Any]] = []
 
     async def arrived() -> bool:
-        found[:] = await _mails(client, recipient, pattern)
+        found[:] = await _mails(client).mails(recipient, pattern)
         return len(found) > seen
 
     await wait_until(arrived, timeout=60, what=f"a new mail to {recipient}")
@@ -84,7 +83,7 @@ async def test_office_and_client_walk_the_whole_loop_in_the_browser(hub: Any, pa
         office_page = await pages.new()
         await pages.log_in(office_page, base, OFFICE_ADMIN)
         await expect(office_page.get_by_role("heading", name="Klienci biura")).to_be_visible()
-        seen = len(await _mails(client, DEMO_CLIENT_EMAIL, CONSENT_LINK))
+        seen = len(await _mails(client).mails(DEMO_CLIENT_EMAIL, CONSENT_LINK))
         form = office_page.get_by_role("form", name="Poproś klienta o zgodę")
         await form.get_by_label("NIP klienta").fill(CLIENT_NIP)
         await form.get_by_label("Nazwa firmy klienta").fill(CLIENT_NAME)
@@ -100,7 +99,7 @@ async def test_office_and_client_walk_the_whole_loop_in_the_browser(hub: Any, pa
         link = CONSENT_LINK.search(request_mail["text"])
         assert link
         consent_page = await pages.new()
-        seen_codes = len(await _mails(client, DEMO_RETURN_EMAIL, CODE))
+        seen_codes = len(await _mails(client).mails(DEMO_RETURN_EMAIL, CODE))
         await consent_page.goto(link.group(0))
         await consent_page.get_by_label(re.compile("Token KSeF")).check()
         await consent_page.get_by_role("button", name="Wyrażam zgodę").click()
