@@ -93,7 +93,6 @@ T = TypeVar("T")
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 EMBEDDED_WORKER = "--embedded-worker"
-KSEF_CLIENT_WORKER = "--ksef-client-worker"
 RUNNERS = ("distributed", "embedded")
 PASSWORD = "bench-platform-2026"  # noqa: S105  # a throw-away platform on loopback
 OFFICE_NAME = "Biuro Rachunkowe Obciążenie Sp. z o.o."
@@ -325,52 +324,10 @@ def embedded_worker(job: dict[str, Any]) -> None:
 
 # --- the baseline: a sequential ksef-client loop (its own process) -------------------------------------------------
 
-
-def ksef_client_loop(api_url: str, clients: list[dict[str, Any]], date_from: str) -> dict[str, float]:
-    """What a script over ksef-client does: log in with the token, page the metadata, download every invoice."""
-    from ksef_client import KsefClient, KsefClientOptions
-    from ksef_client.services import AuthCoordinator
-
-    downloaded = 0
-    started = time.perf_counter()
-    options = KsefClientOptions(base_url=api_url, strict_presigned_url_validation=False, timeout_seconds=30)
-    with KsefClient(options) as ksef:
-        certificate = ksef.security.get_public_key_certificate("KsefTokenEncryption").certificate
-        for client in clients:
-            access = AuthCoordinator(ksef.auth).authenticate_with_ksef_token(
-                token=client["token"],
-                public_certificate=certificate,
-                context_identifier_type="Nip",
-                context_identifier_value=client["nip"],
-                poll_interval_seconds=0.01,
-                max_attempts=500,
-            )
-            offset = 0
-            while True:
-                page = ksef.invoices.query_invoice_metadata_by_date_range(
-                    subject_type="Subject2",
-                    date_type="PermanentStorage",
-                    date_from=date_from,
-                    access_token=access.access_token,
-                    page_offset=offset,
-                    page_size=250,
-                    sort_order="Asc",
-                )
-                for metadata in page.invoices:
-                    if metadata.ksef_number is None:
-                        raise RuntimeError("an invoice's metadata without its KSeF number")
-                    ksef.invoices.get_invoice_bytes(metadata.ksef_number, access_token=access.access_token)
-                    downloaded += 1
-                if not page.has_more:
-                    break
-                offset += 1
-    return {"invoices": downloaded, "seconds": time.perf_counter() - started}
-
-
-def ksef_client_worker() -> None:
-    _drop_proxies()
-    job = json.loads(sys.stdin.read())
-    print(json.dumps(ksef_client_loop(job["api_url"], job["clients"], job["date_from"])))
+# The very loop bench_sync.py measures, run through that script's own worker mode, so both benches compare against
+# the same baseline.
+BENCH_SYNC = Path(__file__).with_name("bench_sync.py")
+KSEF_CLIENT_WORKER = "--ksef-client-worker"
 
 
 @dataclass(frozen=True)
@@ -403,7 +360,7 @@ async def run_baseline(live: Live, http: httpx.AsyncClient, invoices: int, clien
     }
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, __file__, KSEF_CLIENT_WORKER],
+        [sys.executable, str(BENCH_SYNC), KSEF_CLIENT_WORKER],
         input=json.dumps(job),
         capture_output=True,
         text=True,
@@ -957,9 +914,6 @@ async def run(runners: list[str], args: argparse.Namespace) -> list[Result]:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == EMBEDDED_WORKER:
         embedded_worker(json.loads(sys.argv[2]))
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == KSEF_CLIENT_WORKER:
-        ksef_client_worker()
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--clients", type=int, default=200, help="the office's clients (200)")
