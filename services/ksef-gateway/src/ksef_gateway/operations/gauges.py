@@ -5,13 +5,10 @@ overview, once per scrape; KSeF calls and 429s are counted where they happen (``
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from zoneinfo import ZoneInfo
 
 from ksef_gateway.operations.service import Operations
+from ksef_gateway.sales.deadlines import WARSAW
 from platform_common.metrics import GaugeSpec, Reading, ScrapedGauges
-
-# Offline deadlines are Polish calendar days (REFERENCE.md §10): "days left" counts them in Warsaw.
-WARSAW = ZoneInfo("Europe/Warsaw")
 
 SYNC_LAG = GaugeSpec(
     "ksef_hub.sync.lag",

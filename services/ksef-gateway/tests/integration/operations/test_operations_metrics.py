@@ -3,11 +3,11 @@ queue with its deadline and KSeF's availability follow what really happened (the
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 from integration.operations.conftest import SCRAPE_TOKEN, World
 from integration.operations.test_operations_overview import force_429s, sim_faults
-from ksef_gateway.operations.gauges import WARSAW
+from ksef_gateway.sales.deadlines import WARSAW
 from ksef_gateway.sync.domain import SubjectType
 from platform_common.testing import wait_until
 from platform_common.testing.metrics import Scrape, scrape
@@ -42,13 +42,7 @@ async def test_calls_429s_and_the_sync_lag_per_context(world: World) -> None:
 
 async def test_the_offline_queue_its_deadline_and_the_outage(world: World) -> None:
     hub = world.hub
-    cert_pem, key_pem, _ = hub.offline_certificate()
-    r = await hub.api.put(
-        f"/clients/{hub.nip}/offline-certificate",
-        json={"certificate_pem": cert_pem, "private_key_pem": key_pem},
-        headers={"Authorization": hub.manager},
-    )
-    assert r.status_code == 200, r.text
+    await hub.register_offline_certificate()
     await sim_faults(hub, outage=True, kind="MAINTENANCE")
 
     async def down() -> Scrape | None:
@@ -59,14 +53,14 @@ async def test_the_offline_queue_its_deadline_and_the_outage(world: World) -> No
     r = await hub.api.post(
         f"/clients/{hub.nip}/sales",
         params={"offline": "offline24"},
-        content=hub.fa3("FV/METRICS/1", issue_date=datetime.now(UTC).date()),
+        content=hub.fa3("FV/METRICS/1", issue_date=datetime.now(WARSAW).date()),
         headers=hub.sender | {"Content-Type": "application/xml"},
     )
     assert r.status_code == 202, r.text
     deadline = date.fromisoformat(r.json()["offline_deadline"])
     queued = await metrics(world)
     assert queued.value("ksef_hub_sales_offline_queue", client_nip=hub.nip) == 1
-    days_left = (deadline - datetime.now(UTC).astimezone(WARSAW).date()).days
+    days_left = (deadline - datetime.now(WARSAW).date()).days
     assert queued.value("ksef_hub_sales_offline_deadline_days", client_nip=hub.nip) == days_left >= 1
 
     await sim_faults(hub)

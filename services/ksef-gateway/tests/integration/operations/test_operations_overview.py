@@ -16,6 +16,7 @@ from sqlalchemy import update
 from integration.operations.conftest import World
 from integration.sales.world import Hub
 from ksef_gateway.db import sales_invoice
+from ksef_gateway.sales.deadlines import WARSAW
 from ksef_gateway.sales.domain import SalesStatus
 from ksef_gateway.sync import repository as sync_repository
 from ksef_gateway.sync.domain import SubjectType
@@ -138,13 +139,7 @@ async def test_sync_figures_follow_a_429_then_a_completed_run(world: World) -> N
 
 async def test_an_offline_invoice_is_queued_with_its_deadline_until_ksef_is_back(world: World) -> None:
     hub = world.hub
-    cert_pem, key_pem, _ = hub.offline_certificate()
-    r = await hub.api.put(
-        f"/clients/{hub.nip}/offline-certificate",
-        json={"certificate_pem": cert_pem, "private_key_pem": key_pem},
-        headers={"Authorization": hub.manager},
-    )
-    assert r.status_code == 200, r.text
+    await hub.register_offline_certificate()
     await sim_faults(hub, outage=True, kind="MAINTENANCE")
 
     async def announced() -> dict[str, Any] | None:
@@ -156,7 +151,7 @@ async def test_an_offline_invoice_is_queued_with_its_deadline_until_ksef_is_back
     assert (outage["kind"], outage["source"]) == ("MAINTENANCE", "latarnia")
     assert down["sales"]["offline_queue"] == 0 and down["sales"]["offline_nearest_deadline"] is None
 
-    issued = datetime.now(UTC).date()
+    issued = datetime.now(WARSAW).date()
     r = await hub.api.post(
         f"/clients/{hub.nip}/sales",
         params={"offline": "offline24"},

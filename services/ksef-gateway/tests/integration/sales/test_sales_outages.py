@@ -70,19 +70,8 @@ async def outage_events(hub: Hub) -> list[dict[str, Any]]:
     return [json.loads(r.payload) for r in rows]
 
 
-async def register_offline_certificate(hub: Hub) -> x509.Certificate:
-    cert_pem, key_pem, certificate = hub.offline_certificate()
-    r = await hub.api.put(
-        f"/clients/{hub.nip}/offline-certificate",
-        json={"certificate_pem": cert_pem, "private_key_pem": key_pem},
-        headers={"Authorization": hub.manager},
-    )
-    assert r.status_code == 200, r.text
-    return certificate
-
-
 async def test_invoices_issued_in_an_announced_failure_are_offline_and_go_to_ksef_when_it_ends(hub: Hub) -> None:
-    certificate = await register_offline_certificate(hub)
+    certificate = await hub.register_offline_certificate()
     await sim_faults(hub, outage=True, kind="FAILURE", retryAfterSeconds=1)
 
     async def announced() -> dict[str, Any] | None:
@@ -133,7 +122,7 @@ async def test_invoices_issued_in_an_announced_failure_are_offline_and_go_to_kse
 
 
 async def test_ksef_unreachable_without_an_announcement_opens_an_outage_and_issues_offline24(hub: Hub) -> None:
-    certificate = await register_offline_certificate(hub)
+    certificate = await hub.register_offline_certificate()
     await sim_faults(hub, errorRate=1.0)  # every /v2 call fails; Latarnia says nothing
     # Nothing is known to be down yet: an online invoice, whose sends fail and open the circuit.
     first = (await hub.submit(hub.fa3("FV/PROBE/1"))).json()
@@ -163,7 +152,7 @@ async def test_ksef_unreachable_without_an_announcement_opens_an_outage_and_issu
 
 
 async def test_a_rejected_offline_invoice_is_replaced_by_its_technical_correction_once(hub: Hub) -> None:
-    await register_offline_certificate(hub)
+    await hub.register_offline_certificate()
     path = f"/clients/{hub.nip}/sales"
     xml = {"Content-Type": "application/xml"}
     online = (await hub.submit(hub.fa3("FV/TK/0"))).json()
@@ -201,7 +190,7 @@ async def test_a_rejected_offline_invoice_is_replaced_by_its_technical_correctio
 async def test_an_offline_invoice_past_its_deadline_alerts_once(hub: Hub) -> None:
     """Issued offline24 on Tuesday 10 November 2026: the 11th is a public holiday (Narodowe Święto Niepodległości),
     so its last day was Thursday the 12th; a Friday's (6 November) was the Monday after the weekend."""
-    await register_offline_certificate(hub)
+    await hub.register_offline_certificate()
     path = f"/clients/{hub.nip}/sales"
     await sim_faults(hub, outage=True, kind="MAINTENANCE")  # keep them unsent while the alerts fire
     ids = {}

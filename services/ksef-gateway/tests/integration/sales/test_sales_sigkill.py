@@ -44,6 +44,7 @@ from sqlalchemy import func, select
 
 from ksef_gateway.db import client_access, messaging_tables, sales_invoice
 from ksef_gateway.ksef.crypto import sha256_b64
+from ksef_gateway.sales.deadlines import WARSAW
 from ksef_gateway.sales.domain import FINAL_STATES
 from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
 from ksef_gateway.sales.repository import SalesRepository
@@ -295,7 +296,7 @@ def gateway_env(pg_url: str, sim: RunningSim, tokens: TokenFactory, auth_url: st
 def fa3(nip: str, number: str) -> bytes:
     invoice = {
         "number": number,
-        "issue_date": datetime.now(UTC).date().isoformat(),
+        "issue_date": datetime.now(WARSAW).date().isoformat(),
         "seller": {"nip": nip, "name": "Piekarnia Testowa Sp. z o.o.", "address": {"line1": "ul. Chlebowa 1"}},
         "buyer": {
             "nip": "5260250274",

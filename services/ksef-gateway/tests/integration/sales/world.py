@@ -20,6 +20,7 @@ from sqlalchemy import select
 from ksef_gateway.budget import domain as budget_domain
 from ksef_gateway.budget.domain import Limits
 from ksef_gateway.db import messaging_tables
+from ksef_gateway.sales.deadlines import WARSAW
 from ksef_gateway.sales.domain import SalesStatus
 from ksef_gateway.sales.rendering import SalesInvoiceIn, render_fa3
 from ksef_gateway.wiring import Gateway
@@ -75,6 +76,17 @@ class Hub:
     def offline_certificate(self) -> tuple[str, str, x509.Certificate]:
         return offline_certificate(self.nip)
 
+    async def register_offline_certificate(self) -> x509.Certificate:
+        """The client's Offline certificate stored through the API (what KOD II is signed with)."""
+        cert_pem, key_pem, certificate = self.offline_certificate()
+        r = await self.api.put(
+            f"/clients/{self.nip}/offline-certificate",
+            json={"certificate_pem": cert_pem, "private_key_pem": key_pem},
+            headers={"Authorization": self.manager},
+        )
+        assert r.status_code == 200, r.text
+        return certificate
+
 
 async def submit(hub: Hub, numbers: list[str]) -> dict[str, bytes]:
     """An FA(3) invoice submitted (202) for each number, in order: by the id the gateway gave it, with its XML."""
@@ -94,7 +106,7 @@ async def leased(gateway: Gateway, nip: str) -> bool:
 def invoice(nip: str, number: str, *, issue_date: date | None = None, price: str = "100.00") -> dict[str, Any]:
     return {
         "number": number,
-        "issue_date": (issue_date or datetime.now(UTC).date()).isoformat(),
+        "issue_date": (issue_date or datetime.now(WARSAW).date()).isoformat(),
         "seller": {"nip": nip, "name": "Piekarnia Testowa Sp. z o.o.", "address": {"line1": "ul. Chlebowa 1"}},
         "buyer": {
             "nip": "5260250274",
